@@ -1,0 +1,108 @@
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+import trimesh
+import yaml
+
+from text3d.cli import main
+from text3d.config import field_docs
+from text3d.config.schema import Text3DConfig
+
+TINY = "tiny-test"  # found in the repo's configs/
+
+
+def run(argv, capsys):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["reconstruct", "--help"], ["make-dataset", "--help"]])
+def test_help_works_from_the_console_script(argv):
+    proc = subprocess.run([sys.executable, "-m", "text3d", *argv], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "usage: text3d" in proc.stdout
+
+
+def test_import_does_not_pull_optional_backends():
+    code = (
+        "import sys, text3d, text3d.cli, text3d.pipeline;"
+        "bad = [m for m in ('tinycudann', 'nvdiffrast', 'gradio') if m in sys.modules];"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_every_config_key_is_documented():
+    docs = field_docs(Text3DConfig)
+    missing = [k for k, v in docs.items() if not v.strip()]
+    assert len(docs) > 40 and missing == []
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("coarse.max_step=5", r"unknown key 'coarse\.max_step'.*did you mean 'coarse\.max_steps'"),
+        ("coarse.max_steps=abc", r"'coarse\.max_steps' expects int"),
+        ("coarse.lr_encoding=-1", r"'coarse\.lr_encoding' must be > 0"),
+        ("coarse.renderer.shading=shiny", r"'coarse\.renderer\.shading'"),
+        ("coarse.camera.fov_range=[70,40]", r"coarse\.camera"),
+    ],
+)
+def test_config_errors_are_one_line_with_exit_code_2(override, message, tiny_dataset, tmp_path, capsys):
+    code, out, err = run(["reconstruct", str(tiny_dataset), "--out", str(tmp_path / "r"), override], capsys)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert err.startswith("text3d: error: config:")
+    assert re.search(message, err), err
+    assert not (tmp_path / "r").exists()  # nothing written for a bad config
+
+
+def test_reconstruct_end_to_end_then_refuse_overwrite_then_resume(tiny_dataset, tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    code, out, err = run(["reconstruct", str(tiny_dataset), "--out", str(out_dir), "--preset", TINY, "--quiet"], capsys)
+    assert code == 0, err
+    metrics = json.loads((out_dir / "metrics.json").read_text())["coarse"]
+    assert metrics["psnr"] > 8.0 and len(metrics["psnr_per_view"]) == 3
+    mesh = trimesh.load(out_dir / "coarse.glb", force="mesh")
+    assert len(mesh.faces) > 0 and mesh.visual.kind == "vertex"
+    saved = yaml.safe_load((out_dir / "config.yaml").read_text())
+    assert saved["data"]["path"] == str(tiny_dataset) and saved["coarse"]["max_steps"] == 6
+    assert (out_dir / "log.txt").exists()
+    assert sorted(p.name for p in (out_dir / "previews").iterdir()) == ["coarse-0000003.png", "coarse-0000006.png"]
+
+    before = {p: p.stat().st_mtime_ns for p in out_dir.rglob("*") if p.is_file()}
+    code, _, err = run(["reconstruct", str(tiny_dataset), "--out", str(out_dir), "--preset", TINY], capsys)
+    assert code == 2 and "already holds a run" in err
+    assert {p: p.stat().st_mtime_ns for p in out_dir.rglob("*") if p.is_file()} == before
+
+    code, _, err = run(
+        ["reconstruct", str(tiny_dataset), "--out", str(out_dir), "--preset", TINY, "--resume", "seed=3"], capsys
+    )
+    assert code == 2 and "config differs in seed" in err
+
+    code, out, err = run(["reconstruct", str(tiny_dataset), "--out", str(out_dir), "--preset", TINY, "--resume"], capsys)
+    assert code == 0, err
+    assert "test PSNR" in out
+
+
+def test_bad_dataset_and_bad_output_paths(tmp_path, capsys):
+    code, _, err = run(["reconstruct", str(tmp_path / "nope"), "--preset", TINY], capsys)
+    assert code == 2 and "does not exist" in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    code, _, err = run(["make-dataset", str(tmp_path / "full")], capsys)
+    assert code == 2 and "not an empty folder" in err
+    assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
+    code, _, err = run(["reconstruct", str(tmp_path), "--preset", "no-such-preset"], capsys)
+    assert code == 2 and "preset" in err
+
+
+def test_config_command_prints_resolved_yaml_and_keys(capsys):
+    code, out, _ = run(["config", "--preset", TINY, "seed=5"], capsys)
+    assert code == 0 and yaml.safe_load(out)["seed"] == 5
+    code, out, _ = run(["config", "--keys"], capsys)
+    assert code == 0 and "coarse.field.encoding.log2_hashmap_size" in out

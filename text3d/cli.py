@@ -1,0 +1,193 @@
+"""The ``text3d`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from text3d import __version__
+from text3d.errors import TrainingError, UserError
+
+PRESET_DIRS = [Path.cwd() / "configs", Path(__file__).resolve().parent.parent / "configs"]
+
+log = logging.getLogger("text3d")
+
+
+def _add_run_options(p: argparse.ArgumentParser, default_preset: str | None) -> None:
+    p.add_argument("--out", type=Path, help="run directory (default: outputs/<name>-<seed>)")
+    p.add_argument(
+        "--preset", default=default_preset, help=f"preset name in configs/ or a YAML path (default: {default_preset})"
+    )
+    p.add_argument("--seed", type=int, help="random seed (overrides the preset's)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. coarse.max_steps=500")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="text3d", description="Text (or reference views) to a textured 3D asset.")
+    parser.add_argument("--version", action="version", version=f"text3d {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "reconstruct",
+        help="fit a 3D model to a NeRF-synthetic-style dataset of posed images",
+        description="Fit the coarse NeRF to DATASET's training views; write test-view PSNR and a coarse mesh.",
+    )
+    p.add_argument("dataset", type=Path, help="folder with transforms_train.json, transforms_test.json and images")
+    _add_run_options(p, default_preset="reconstruct")
+
+    p = sub.add_parser(
+        "make-dataset",
+        help="render a procedural object into a NeRF-synthetic-style dataset",
+        description="Sphere-trace a procedural object (analytic SDF + colours) from random and orbit views.",
+    )
+    p.add_argument("out", type=Path, help="output folder (must not exist or be empty)")
+    p.add_argument("--object", default="toy", help="procedural object name (default: toy)")
+    p.add_argument("--train-views", type=int, default=100, help="number of training views (default: 100)")
+    p.add_argument("--test-views", type=int, default=20, help="number of test views (default: 20)")
+    p.add_argument("--resolution", type=int, default=64, help="image size in pixels (default: 64)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the training views (default: 0)")
+
+    p = sub.add_parser(
+        "config",
+        help="print a resolved config, or every key with its documentation",
+        description="Print the config a run would use (preset + overrides), or with --keys every key and its doc.",
+    )
+    p.add_argument("--preset", help="preset name in configs/ or a YAML path")
+    p.add_argument("--keys", action="store_true", help="list every config key with its type, default and doc")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    return parser
+
+
+def load_config(preset: str | None, overrides: list[str], extra: list[str] = ()):
+    """Defaults <- preset YAML <- command-line options <- KEY=VALUE overrides."""
+    from text3d.config import Layer, build, load_yaml, resolve_preset
+    from text3d.config.schema import Text3DConfig
+
+    layers = [load_yaml(resolve_preset(preset, PRESET_DIRS))] if preset else []
+    if extra:
+        layers.append(Layer(_nest(extra), source="command line"))
+    return build(Text3DConfig, layers, overrides)
+
+
+def _nest(pairs) -> dict:
+    out: dict = {}
+    for key, value in pairs:
+        node = out
+        *parents, leaf = key.split(".")
+        for k in parents:
+            node = node.setdefault(k, {})
+        node[leaf] = value
+    return out
+
+
+def _check_overrides(overrides: list[str]) -> None:
+    # A mistyped path positional (e.g. a second dataset) would otherwise surface as a confusing config error.
+    for o in overrides:
+        if "=" not in o:
+            raise UserError(f"unexpected argument '{o}': overrides take the form KEY=VALUE")
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    from text3d.pipeline import reconstruct
+    from text3d.run import DEFAULT_OUTPUT_ROOT, slugify
+
+    _check_overrides(args.overrides)
+    extra = [("data.path", str(args.dataset))]
+    if args.seed is not None:
+        extra.append(("seed", args.seed))
+    config = load_config(args.preset, args.overrides, extra)
+    out = args.out or DEFAULT_OUTPUT_ROOT / f"{slugify(args.dataset.resolve().name)}-{config.seed}"
+    callbacks = [] if args.quiet else [TqdmCallback()]
+    result = reconstruct(config, out, resume=args.resume, callbacks=callbacks)
+    if result.stopped:
+        print(f"stopped; resume with: text3d reconstruct {args.dataset} --out {out} --resume")
+        return 1
+    m = result.metrics["coarse"]
+    print(f"test PSNR {m['psnr']:.2f} dB; wrote {out}/coarse.glb and {out}/metrics.json")
+    return 0
+
+
+def cmd_make_dataset(args: argparse.Namespace) -> int:
+    from text3d.data.synthetic import make_dataset
+
+    for name in ("train_views", "test_views", "resolution"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 1")
+    if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
+        raise UserError(f"{args.out} exists and is not an empty folder")
+    path = make_dataset(args.out, args.object, args.train_views, args.test_views, args.resolution, args.seed)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from text3d.config import describe, to_yaml
+    from text3d.config.schema import Text3DConfig
+
+    _check_overrides(args.overrides)
+    if args.keys:
+        print(describe(Text3DConfig))
+    else:
+        print(to_yaml(load_config(args.preset, args.overrides)), end="")
+    return 0
+
+
+class TqdmCallback:
+    """A progress bar per stage on stderr, showing the latest losses."""
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def on_start(self, progress) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=progress.max_steps, initial=progress.step, desc=progress.stage, dynamic_ncols=True)
+
+    def on_step(self, progress) -> None:
+        self.bar.update(progress.step - self.bar.n)
+        self.bar.set_postfix({k: f"{v:.4g}" for k, v in progress.losses.items()}, refresh=False)
+
+    def on_preview(self, progress, path) -> None: ...
+
+    def on_checkpoint(self, progress, path) -> None: ...
+
+    def on_end(self, progress) -> None:
+        self.bar.update(progress.step - self.bar.n)
+        self.bar.close()
+
+
+COMMANDS = {"reconstruct": cmd_reconstruct, "make-dataset": cmd_make_dataset, "config": cmd_config}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    # Overrides may come after options (`reconstruct DATA --out X a.b=1`), which plain parse_args rejects.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "overrides") or any(e.startswith("-") for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides += extra
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    handler.setLevel(logging.INFO if args.verbose else logging.WARNING)
+    try:
+        return COMMANDS[args.command](args)
+    except (UserError, TrainingError) as e:
+        print(f"text3d: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("text3d: interrupted; the last checkpoint is kept (continue with --resume)", file=sys.stderr)
+        return 130
+    finally:
+        log.removeHandler(handler)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""The full configuration of a text3d run: every module's config, assembled."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from text3d.config.loader import Range
+from text3d.export.isosurface import IsosurfaceConfig
+from text3d.guide.reconstruction import ReconstructionGuideConfig
+from text3d.stage.coarse import CoarseConfig
+from text3d.stage.trainer import TrainerConfig
+
+
+@dataclass
+class DataConfig:
+    """Reference views for reconstruction (NeRF-synthetic layout)."""
+
+    path: str = ""
+    """Dataset folder holding transforms_train.json / transforms_test.json (set by `text3d reconstruct`)."""
+    downscale: Annotated[int, Range(1, 16)] = 1
+    """Integer factor to shrink the dataset's images by (area average)."""
+    views_per_step: Annotated[int, Range(1)] = 8
+    """Training views drawn per step."""
+    rays_per_view: Annotated[int, Range(0)] = 256
+    """Random pixels rendered per drawn view (0: the whole image)."""
+
+
+@dataclass
+class GuideConfig:
+    """What scores the renders."""
+
+    reconstruction: ReconstructionGuideConfig = field(default_factory=ReconstructionGuideConfig)
+    """Photometric guide used by `text3d reconstruct`."""
+
+
+@dataclass
+class ExportConfig:
+    """Files written at the end of a run."""
+
+    isosurface: IsosurfaceConfig = field(default_factory=IsosurfaceConfig)
+    """Coarse mesh extraction from the NeRF's density."""
+
+
+@dataclass
+class Text3DConfig:
+    """A text3d run."""
+
+    seed: int = 0
+    """Seed of every random choice (initial weights, views, sample jitter)."""
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    """Loop settings shared by all stages."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Reference dataset (reconstruction)."""
+    guide: GuideConfig = field(default_factory=GuideConfig)
+    """Guides."""
+    coarse: CoarseConfig = field(default_factory=CoarseConfig)
+    """Coarse NeRF stage."""
+    export: ExportConfig = field(default_factory=ExportConfig)
+    """Outputs."""

@@ -1,0 +1,1 @@
+"""Procedural test objects, synthetic multi-view datasets and NeRF-synthetic dataset loading."""

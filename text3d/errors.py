@@ -1,0 +1,13 @@
+"""Error types that the CLI turns into one-line messages."""
+
+
+class UserError(Exception):
+    """Bad input from the user (prompt, config, file, path): one line, exit code 2."""
+
+    exit_code = 2
+
+
+class TrainingError(Exception):
+    """A run that had to stop (e.g. a non-finite loss): one line, exit code 1, checkpoints kept."""
+
+    exit_code = 1

@@ -1,0 +1,1 @@
+"""Turning fields into files people download."""

@@ -1,0 +1,76 @@
+"""Coarse mesh from a density field: marching cubes on a grid, vertex colours from the albedo."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import torch
+import trimesh
+
+from text3d.config import Range
+from text3d.errors import TrainingError
+from text3d.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IsosurfaceConfig:
+    """Marching cubes on the coarse field's density."""
+
+    resolution: Annotated[int, Range(16, 512)] = 128
+    """Grid samples per axis over the scene cube."""
+    threshold: Annotated[float, Range(0.0, min_exclusive=True)] = 10.0
+    """Density iso-level of the surface."""
+
+
+@torch.no_grad()
+def density_grid(field, resolution: int, chunk: int = 65536) -> np.ndarray:
+    """Density sampled at ``resolution^3`` grid points over the field's cube: ``[R, R, R]`` indexed (x, y, z)."""
+    r = field.radius
+    axis = torch.linspace(-r, r, resolution)
+    pts = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(-1, 3)
+    device = next(field.parameters()).device
+    sigma = torch.cat([field.density(p.to(device)).float().cpu() for p in pts.split(chunk)])
+    return sigma.reshape(resolution, resolution, resolution).numpy()
+
+
+@torch.no_grad()
+def extract_mesh(field, config: IsosurfaceConfig) -> trimesh.Trimesh:
+    """A vertex-coloured mesh of the field's ``threshold`` iso-surface, in world units.
+
+    When nothing crosses the configured level (an all-empty or all-full grid), the level falls back to half
+    the grid's density range, with a warning; a grid without any variation is an error.
+    """
+    from skimage.measure import marching_cubes
+
+    grid = density_grid(field, config.resolution)
+    level = config.threshold
+    lo, hi = float(grid.min()), float(grid.max())
+    if not lo < level < hi:
+        if hi - lo < 1e-6:
+            raise TrainingError(f"the density field is constant ({lo:.3g}): no surface to extract")
+        fallback = 0.5 * (lo + hi)
+        log.warning("isosurface: no surface at density %.3g (range %.3g..%.3g); using %.3g", level, lo, hi, fallback)
+        level = fallback
+    spacing = 2.0 * field.radius / (config.resolution - 1)
+    verts, faces, normals, _ = marching_cubes(grid, level=level, spacing=(spacing,) * 3)
+    verts = verts - field.radius
+    device = next(field.parameters()).device
+    v = torch.from_numpy(verts.astype(np.float32))
+    colors = torch.cat([field.albedo(p.to(device)).float().cpu() for p in v.split(65536)])
+    rgba = np.concatenate([colors.numpy(), np.ones((len(verts), 1), np.float32)], axis=1)
+    return trimesh.Trimesh(
+        vertices=verts, faces=faces, vertex_normals=normals, vertex_colors=(rgba * 255).round().astype(np.uint8),
+        process=False,
+    )
+
+
+def write_mesh(mesh: trimesh.Trimesh, path: Path) -> None:
+    """Write a mesh atomically; the format follows the suffix (.glb, .obj, .ply)."""
+    with atomic_path(path) as tmp:
+        mesh.export(tmp, file_type=path.suffix.lstrip("."))

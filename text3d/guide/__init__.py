@@ -1,0 +1,1 @@
+"""Guides score renders: ``step(renders, cameras, step) -> {"loss_<name>": scalar}``."""

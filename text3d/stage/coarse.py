@@ -1,0 +1,128 @@
+"""Coarse stage: a hash-grid NeRF optimised through the volume renderer by any guide."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from text3d.config import Range
+from text3d.field.nerf import FieldConfig, HashGridField
+from text3d.guide.base import Guide
+from text3d.renderer.cameras import CameraConfig, Cameras
+from text3d.renderer.volume import RendererConfig, VolumeRenderer, random_light_dirs
+
+ViewSampler = Callable[[torch.Generator], Cameras]
+
+
+@dataclass
+class CoarseConfig:
+    """The coarse NeRF stage."""
+
+    enabled: bool = True
+    """Run this stage (when false, a finished checkpoint of it must exist)."""
+    max_steps: Annotated[int, Range(0)] = 10000
+    """Optimisation steps."""
+    lr_encoding: Annotated[float, Range(0.0, min_exclusive=True)] = 0.01
+    """Learning rate of the hash-grid table."""
+    lr_network: Annotated[float, Range(0.0, min_exclusive=True)] = 0.001
+    """Learning rate of the MLP and the background."""
+    lambda_orientation: Annotated[float, Range(0.0)] = 0.0
+    """Weight of the orientation loss (normals facing away from the camera; computes normals)."""
+    lambda_opacity: Annotated[float, Range(0.0)] = 0.0
+    """Weight of the opacity sparsity loss (mean rendered opacity)."""
+    # `field` is also the key's name, hence dataclasses.field below.
+    field: FieldConfig = dataclasses.field(default_factory=FieldConfig)
+    """The radiance field."""
+    renderer: RendererConfig = dataclasses.field(default_factory=RendererConfig)
+    """The volume renderer."""
+    camera: CameraConfig = dataclasses.field(default_factory=CameraConfig)
+    """Random training views and the evaluation orbit."""
+
+
+class CoarseStage:
+    """Implements the trainer's ``Stage`` protocol for the coarse NeRF."""
+
+    name = "coarse"
+
+    def __init__(
+        self,
+        config: CoarseConfig,
+        guide: Guide,
+        sample_views: ViewSampler,
+        eval_cameras: Cameras,
+        device: torch.device,
+        seed: int,
+    ) -> None:
+        self.config = config
+        self.max_steps = config.max_steps
+        self.guide = guide
+        self.sample_views = sample_views
+        self.eval_cameras = eval_cameras
+        self.device = device
+        self.generator = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)  # the field's initial weights
+        self.field = HashGridField(config.field, device=device)
+        self.renderer = VolumeRenderer(config.renderer, config.field.radius, device=device)
+        self.loss_weights = {
+            **guide.loss_weights,
+            "loss_orientation": config.lambda_orientation,
+            "loss_opacity": config.lambda_opacity,
+        }
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"field": self.field, "renderer": self.renderer}
+
+    def param_groups(self) -> list[dict]:
+        c = self.config
+        network = list(self.field.mlp.parameters()) + list(self.renderer.parameters())
+        return [
+            {"params": list(self.field.encoding.parameters()), "lr": c.lr_encoding, "name": "encoding"},
+            {"params": network, "lr": c.lr_network, "name": "network"},
+        ]
+
+    def training_step(self, step: int) -> dict[str, Tensor]:
+        occ = self.config.renderer.occupancy
+        if occ.enabled and step >= occ.warmup_steps and step % occ.update_every == 0:
+            self.renderer.update_occupancy(self.field, self.generator)
+        cameras = self.sample_views(self.generator).to(self.device)
+        shading = self.renderer.pick_shading(self.generator)
+        light = random_light_dirs(cameras, self.generator) if shading != "albedo" else None
+        renders = self.renderer.render(
+            self.field,
+            cameras,
+            shading=shading,
+            light_dirs=light,
+            generator=self.generator,
+            need_normals=self.config.lambda_orientation > 0,
+        )
+        losses = self.guide.step(renders, cameras, step)
+        if self.config.lambda_orientation > 0:
+            losses["loss_orientation"] = renders["orientation"].mean()
+        if self.config.lambda_opacity > 0:
+            losses["loss_opacity"] = renders["opacity"].mean()
+        return losses
+
+    @torch.no_grad()
+    def render_views(self, cameras: Cameras) -> dict[str, Tensor]:
+        """Evaluation renders (strata midpoints, albedo shading) of ``cameras``, one view at a time."""
+        parts = [self.renderer.render(self.field, cameras[i].to(self.device)) for i in range(len(cameras))]
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+    def preview(self) -> np.ndarray:
+        """The evaluation views side by side, colour above opacity: ``[2H, n*W, 3]``."""
+        out = self.render_views(self.eval_cameras)
+        rgb = torch.cat(list(out["rgb"]), dim=1)
+        opacity = torch.cat(list(out["opacity"]), dim=1).expand_as(rgb)
+        return torch.cat([rgb, opacity], dim=0).clamp(0, 1).cpu().numpy()
+
+    def extra_state(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_extra_state(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])

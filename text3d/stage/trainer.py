@@ -1,0 +1,294 @@
+"""One optimisation loop for every stage and every guide, built on ``accelerate.Accelerator``."""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Literal, Protocol
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from torch import Tensor, nn
+
+from text3d.config import Range
+from text3d.errors import TrainingError
+from text3d.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainerConfig:
+    """Settings shared by every stage's optimisation loop."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where to run: 'auto' picks CUDA when available."""
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    """Autocast precision for the forward pass (accelerate); 'fp16' also scales the loss."""
+    grad_clip: Annotated[float, Range(0.0)] = 0.0
+    """Clip the global gradient norm to this value (0 disables)."""
+    log_every: Annotated[int, Range(1)] = 10
+    """Steps between progress updates (losses are read back from the device only then)."""
+    preview_every: Annotated[int, Range(0)] = 200
+    """Steps between preview images (0 disables)."""
+    checkpoint_every: Annotated[int, Range(0)] = 200
+    """Steps between checkpoints (0: only when the stage ends or stops)."""
+    keep_checkpoints: Annotated[int, Range(1)] = 2
+    """Checkpoints kept per stage; older ones are deleted once a newer one is safely on disk."""
+
+
+@dataclass
+class Progress:
+    """What callbacks learn about a running stage."""
+
+    stage: str
+    step: int
+    max_steps: int
+    losses: dict[str, float] = field(default_factory=dict)
+    elapsed: float = 0.0
+
+    @property
+    def eta(self) -> float:
+        """Seconds left at the average pace so far."""
+        done = max(self.step, 1)
+        return self.elapsed / done * max(self.max_steps - self.step, 0)
+
+
+class Callback:
+    """Hooks the trainer calls; subclass and override what you need (CLI bar, web UI, tests)."""
+
+    def on_start(self, progress: Progress) -> None: ...
+
+    def on_step(self, progress: Progress) -> None: ...
+
+    def on_preview(self, progress: Progress, path: Path) -> None: ...
+
+    def on_checkpoint(self, progress: Progress, path: Path) -> None: ...
+
+    def on_end(self, progress: Progress) -> None: ...
+
+
+class Stage(Protocol):
+    """What the trainer needs from a stage (coarse NeRF, DMTet geometry, texture)."""
+
+    name: str
+    max_steps: int
+    loss_weights: dict[str, float]
+
+    def modules(self) -> dict[str, nn.Module]:
+        """Everything whose state goes into a checkpoint."""
+
+    def param_groups(self) -> list[dict]:
+        """Optimizer parameter groups, each with its own ``lr``."""
+
+    def training_step(self, step: int) -> dict[str, Tensor]:
+        """Named scalar losses for one step (unweighted)."""
+
+    def preview(self) -> np.ndarray:
+        """A preview image ``[H, W, 3]`` in [0, 1]."""
+
+    def extra_state(self) -> dict:
+        """Non-module state to checkpoint (random generators, ...)."""
+
+    def load_extra_state(self, state: dict) -> None: ...
+
+
+@dataclass
+class FitResult:
+    step: int
+    """Last completed step."""
+    stopped: bool
+    """True when a stop was requested before ``max_steps``."""
+    checkpoint: Path | None
+    """The checkpoint written last."""
+
+
+def make_accelerator(config: TrainerConfig) -> Accelerator:
+    cpu = config.device == "cpu" or not torch.cuda.is_available()
+    if config.device == "cuda" and not torch.cuda.is_available():
+        from text3d.errors import UserError
+
+        raise UserError("trainer.device=cuda but no CUDA device is available (use trainer.device=auto or cpu)")
+    return Accelerator(cpu=cpu, mixed_precision=config.mixed_precision)
+
+
+_CKPT_RE = re.compile(r"^(?P<stage>[a-z0-9_-]+)-(?P<step>\d{7})\.pt$")
+
+
+class CheckpointStore:
+    """``<dir>/<stage>-<step>.pt`` files, each written atomically (temp file + rename)."""
+
+    def __init__(self, folder: Path, keep: int) -> None:
+        self.folder = folder
+        self.keep = keep
+
+    def path(self, stage: str, step: int) -> Path:
+        return self.folder / f"{stage}-{step:07d}.pt"
+
+    def list(self, stage: str) -> list[tuple[int, Path]]:
+        """Complete checkpoints of ``stage``, newest first. Temp files of interrupted saves never match."""
+        if not self.folder.is_dir():
+            return []
+        found = []
+        for p in self.folder.iterdir():
+            m = _CKPT_RE.match(p.name)
+            if m and m["stage"] == stage:
+                found.append((int(m["step"]), p))
+        return sorted(found, reverse=True)
+
+    def save(self, stage: str, step: int, state: dict) -> Path:
+        path = self.path(stage, step)
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+        for _, old in self.list(stage)[self.keep :]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def load_latest(self, stage: str) -> tuple[dict, Path] | None:
+        """The newest checkpoint that loads; a damaged one is skipped with a warning."""
+        for _, path in self.list(stage):
+            try:
+                return torch.load(path, map_location="cpu", weights_only=False), path
+            except Exception as e:  # noqa: BLE001 -- a damaged file (disk full, foreign edit): fall back to the one before
+                log.warning("checkpoint %s is unreadable (%s); trying an older one", path.name, e)
+        return None
+
+    def clean_temp_files(self) -> None:
+        """Remove temp files left behind by a save that was killed."""
+        if self.folder.is_dir():
+            for p in self.folder.glob(".*.tmp.pt"):
+                p.unlink(missing_ok=True)
+
+
+class Trainer:
+    """Runs ``stage.training_step`` for ``stage.max_steps`` steps with checkpoints, previews and callbacks.
+
+    ``stop_event`` (set from another thread, e.g. the web UI's Cancel) ends the loop between steps and keeps
+    a checkpoint of the last completed step.
+    """
+
+    def __init__(
+        self,
+        stage: Stage,
+        config: TrainerConfig,
+        accelerator: Accelerator,
+        run_dir: Path,
+        callbacks: list[Callback] | None = None,
+        stop_event: threading.Event | None = None,
+    ) -> None:
+        self.stage = stage
+        self.config = config
+        self.accelerator = accelerator
+        self.run_dir = run_dir
+        self.callbacks = callbacks or []
+        self.stop_event = stop_event or threading.Event()
+        self.store = CheckpointStore(run_dir / "checkpoints", config.keep_checkpoints)
+        groups = stage.param_groups()
+        self.params = [p for g in groups for p in g["params"]]
+        # eps=1e-15: hash-grid entries see rare, tiny gradients that a larger eps would wipe out.
+        self.optimizer = accelerator.prepare_optimizer(torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15))
+
+    def fit(self, resume: bool = False) -> FitResult:
+        stage, cfg = self.stage, self.config
+        self.store.clean_temp_files()
+        start, last_ckpt = 0, None
+        if resume and (found := self.store.load_latest(stage.name)) is not None:
+            state, last_ckpt = found
+            self._load(state)
+            start = state["step"]
+            log.info("%s: resumed from %s (step %d)", stage.name, last_ckpt.name, start)
+        progress = Progress(stage.name, start, stage.max_steps)
+        for cb in self.callbacks:
+            cb.on_start(progress)
+        t0 = time.perf_counter()
+        done, ckpt_step, stopped = start, start, False
+        for step in range(start, stage.max_steps):
+            if self.stop_event.is_set():
+                stopped = True
+                break
+            losses = self._step(step, last_ckpt)
+            done = step + 1
+            progress = Progress(stage.name, done, stage.max_steps, progress.losses, time.perf_counter() - t0)
+            if done % cfg.log_every == 0 or done == stage.max_steps:
+                progress.losses = {k: v.item() for k, v in losses.items()}
+                for cb in self.callbacks:
+                    cb.on_step(progress)
+            if cfg.preview_every and done % cfg.preview_every == 0:
+                self._preview(progress)
+            if cfg.checkpoint_every and done % cfg.checkpoint_every == 0:
+                last_ckpt, ckpt_step = self._checkpoint(progress), done
+        # The final (or stopped-at) step always has a checkpoint: it marks the stage done / resumable.
+        if last_ckpt is None or ckpt_step != done:
+            last_ckpt = self._checkpoint(progress)
+        for cb in self.callbacks:
+            cb.on_end(progress)
+        return FitResult(step=done, stopped=stopped, checkpoint=last_ckpt)
+
+    def _step(self, step: int, last_ckpt: Path | None) -> dict[str, Tensor]:
+        stage = self.stage
+        with self.accelerator.autocast():
+            losses = stage.training_step(step)
+        total = sum(stage.loss_weights[k] * v for k, v in losses.items() if stage.loss_weights[k] != 0.0)
+        if not torch.isfinite(total):
+            bad = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
+            where = f"last good checkpoint: {last_ckpt}" if last_ckpt else "no checkpoint was written yet"
+            raise TrainingError(f"{stage.name}: non-finite loss at step {step} ({bad}); stopped, {where}")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.accelerator.backward(total)
+        if self.config.grad_clip > 0:
+            self.accelerator.clip_grad_norm_(self.params, self.config.grad_clip)
+        self.optimizer.step()
+        return {**losses, "loss": total.detach()}
+
+    def _preview(self, progress: Progress) -> None:
+        from text3d.io import write_image
+
+        path = self.run_dir / "previews" / f"{progress.stage}-{progress.step:07d}.png"
+        write_image(path, self.stage.preview())
+        for cb in self.callbacks:
+            cb.on_preview(progress, path)
+
+    def _checkpoint(self, progress: Progress) -> Path:
+        state = {
+            "stage": self.stage.name,
+            "step": progress.step,
+            "modules": {k: m.state_dict() for k, m in self.stage.modules().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "extra": self.stage.extra_state(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "numpy": np.random.get_state(),
+                "python": random.getstate(),
+            },
+        }
+        path = self.store.save(self.stage.name, progress.step, state)
+        for cb in self.callbacks:
+            cb.on_checkpoint(progress, path)
+        return path
+
+    def _load(self, state: dict) -> None:
+        for name, module in self.stage.modules().items():
+            module.load_state_dict(state["modules"][name])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.stage.load_extra_state(state["extra"])
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])
+
+
+def load_stage_weights(run_dir: Path, stage: Stage) -> int | None:
+    """Load the newest checkpoint of ``stage`` into its modules (no optimizer); returns its step or None."""
+    found = CheckpointStore(run_dir / "checkpoints", keep=1).load_latest(stage.name)
+    if found is None:
+        return None
+    state, _ = found
+    for name, module in stage.modules().items():
+        module.load_state_dict(state["modules"][name])
+    stage.load_extra_state(state["extra"])
+    return state["step"]
