@@ -12,3 +12,16 @@ from text3d.config.loader import (
     to_dict,
     to_yaml,
 )
+
+__all__ = [
+    "Layer",
+    "Range",
+    "build",
+    "describe",
+    "diff",
+    "field_docs",
+    "load_yaml",
+    "resolve_preset",
+    "to_dict",
+    "to_yaml",
+]

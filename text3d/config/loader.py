@@ -38,19 +38,6 @@ import yaml
 
 from text3d.errors import UserError
 
-__all__ = [
-    "Layer",
-    "Range",
-    "build",
-    "describe",
-    "diff",
-    "field_docs",
-    "load_yaml",
-    "resolve_preset",
-    "to_dict",
-    "to_yaml",
-]
-
 T = TypeVar("T")
 _NoneType = type(None)
 _MISSING: Any = dataclasses.MISSING
