@@ -19,3 +19,19 @@ def tiny_config(tiny_dataset):
     from text3d.cli import load_config
 
     return load_config(str(REPO / "configs" / "tiny-test.yaml"), [f"data.path={tiny_dataset}"])
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_path(tmp_path_factory) -> Path:
+    """A tiny seeded Stable-Diffusion-like latent model folder (32 px images, 16 px latents)."""
+    from text3d.testing.tiny_models import make_tiny_sd
+
+    return make_tiny_sd(tmp_path_factory.mktemp("models") / "tiny-sd")
+
+
+@pytest.fixture(scope="session")
+def tiny_pixel_path(tmp_path_factory) -> Path:
+    """A tiny seeded pixel-space model folder (32 px, learned variance like DeepFloyd IF)."""
+    from text3d.testing.tiny_models import make_tiny_pixel
+
+    return make_tiny_pixel(tmp_path_factory.mktemp("models") / "tiny-pixel")

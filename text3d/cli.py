@@ -41,6 +41,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p, default_preset="reconstruct")
 
     p = sub.add_parser(
+        "generate",
+        help="generate a 3D asset from a text prompt (score distillation)",
+        description="Score-distil a text-to-image diffusion model into a NeRF; write previews and a coarse mesh.",
+    )
+    p.add_argument("prompt", help='the text prompt, e.g. "a ceramic mug of coffee"')
+    p.add_argument("--negative", help="negative prompt (what the asset should not look like)")
+    p.add_argument("--model", help="diffusers model id or local folder (sets guide.sds.model.model)")
+    _add_run_options(p, default_preset="dreamfusion-sd")
+
+    p = sub.add_parser(
         "make-dataset",
         help="render a procedural object into a NeRF-synthetic-style dataset",
         description="Sphere-trace a procedural object (analytic SDF + colours) from random and orbit views.",
@@ -92,24 +102,40 @@ def _check_overrides(overrides: list[str]) -> None:
             raise UserError(f"unexpected argument '{o}': overrides take the form KEY=VALUE")
 
 
-def cmd_reconstruct(args: argparse.Namespace) -> int:
-    from text3d.pipeline import reconstruct
+def _run_job(args: argparse.Namespace, job, extra: list[tuple[str, object]], name: str | None = None) -> int:
+    """Shared by the training verbs: config from preset + options + overrides, run directory, progress bar."""
     from text3d.run import DEFAULT_OUTPUT_ROOT, slugify
 
     _check_overrides(args.overrides)
-    extra = [("data.path", str(args.dataset))]
     if args.seed is not None:
         extra.append(("seed", args.seed))
     config = load_config(args.preset, args.overrides, extra)
-    out = args.out or DEFAULT_OUTPUT_ROOT / f"{slugify(args.dataset.resolve().name)}-{config.seed}"
-    callbacks = [] if args.quiet else [TqdmCallback()]
-    result = reconstruct(config, out, resume=args.resume, callbacks=callbacks)
+    out = args.out or DEFAULT_OUTPUT_ROOT / f"{slugify(name or config.prompt.text)}-{config.seed}"
+    result = job(config, out, resume=args.resume, callbacks=[] if args.quiet else [TqdmCallback()])
     if result.stopped:
-        print(f"stopped; resume with: text3d reconstruct {args.dataset} --out {out} --resume")
+        print(f"stopped; continue with: text3d {args.command} ... --out {out} --resume")
         return 1
     m = result.metrics["coarse"]
-    print(f"test PSNR {m['psnr']:.2f} dB; wrote {out}/coarse.glb and {out}/metrics.json")
+    psnr = f"test PSNR {m['psnr']:.2f} dB; " if "psnr" in m else ""
+    print(f"{psnr}wrote {out}/coarse.glb and {out}/metrics.json")
     return 0
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    from text3d.pipeline import reconstruct
+
+    return _run_job(args, reconstruct, [("data.path", str(args.dataset))], name=args.dataset.resolve().name)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from text3d.pipeline import generate
+
+    extra: list[tuple[str, object]] = [("prompt.text", args.prompt)]
+    if args.negative is not None:
+        extra.append(("prompt.negative", args.negative))
+    if args.model is not None:
+        extra.append(("guide.sds.model.model", args.model))
+    return _run_job(args, generate, extra)
 
 
 def cmd_make_dataset(args: argparse.Namespace) -> int:
@@ -161,7 +187,26 @@ class TqdmCallback:
         self.bar.close()
 
 
-COMMANDS = {"reconstruct": cmd_reconstruct, "make-dataset": cmd_make_dataset, "config": cmd_config}
+def _quiet_libraries() -> None:
+    """Hide the model libraries' own loading bars and info chatter; our progress bar is the one to watch."""
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    for name in ("transformers", "diffusers"):
+        module = sys.modules.get(name)
+        if module is not None:  # already imported: the environment variables came too late
+            module.utils.logging.disable_progress_bar()
+            module.utils.logging.set_verbosity_error()
+
+
+COMMANDS = {
+    "reconstruct": cmd_reconstruct,
+    "generate": cmd_generate,
+    "make-dataset": cmd_make_dataset,
+    "config": cmd_config,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     handler.setLevel(logging.INFO if args.verbose else logging.WARNING)
+    if not args.verbose:
+        _quiet_libraries()
     try:
         return COMMANDS[args.command](args)
     except (UserError, TrainingError) as e:

@@ -52,9 +52,13 @@ class RunDir:
         write_text(run.config_path, to_yaml(config))
         return run
 
-    def attach_log(self) -> logging.Handler:
-        """Send text3d's log records to ``log.txt`` (appending across resumes)."""
-        handler = logging.FileHandler(self.path / "log.txt")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logging.getLogger("text3d").addHandler(handler)
-        return handler
+    def __enter__(self) -> RunDir:
+        """While inside ``with``, text3d's log records also go to ``log.txt`` (appended across resumes)."""
+        self._log_handler = logging.FileHandler(self.path / "log.txt")
+        self._log_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger("text3d").addHandler(self._log_handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        logging.getLogger("text3d").removeHandler(self._log_handler)
+        self._log_handler.close()

@@ -8,6 +8,8 @@ from typing import Annotated
 from text3d.config.loader import Range
 from text3d.export.isosurface import IsosurfaceConfig
 from text3d.guide.reconstruction import ReconstructionGuideConfig
+from text3d.guide.sds import SDSConfig
+from text3d.prompt.processor import PromptConfig
 from text3d.stage.coarse import CoarseConfig
 from text3d.stage.trainer import TrainerConfig
 
@@ -32,6 +34,8 @@ class GuideConfig:
 
     reconstruction: ReconstructionGuideConfig = field(default_factory=ReconstructionGuideConfig)
     """Photometric guide used by `text3d reconstruct`."""
+    sds: SDSConfig = field(default_factory=SDSConfig)
+    """Score distillation guide used by `text3d generate`."""
 
 
 @dataclass
@@ -50,6 +54,8 @@ class Text3DConfig:
     """Seed of every random choice (initial weights, views, sample jitter)."""
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     """Loop settings shared by all stages."""
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    """The text prompt (generation) and how it is turned into text embeddings."""
     data: DataConfig = field(default_factory=DataConfig)
     """Reference dataset (reconstruction)."""
     guide: GuideConfig = field(default_factory=GuideConfig)

@@ -36,6 +36,8 @@ class CoarseConfig:
     """Weight of the orientation loss (normals facing away from the camera; computes normals)."""
     lambda_opacity: Annotated[float, Range(0.0)] = 0.0
     """Weight of the opacity sparsity loss (mean rendered opacity)."""
+    lambda_opacity_entropy: Annotated[float, Range(0.0)] = 0.0
+    """Weight of the opacity entropy loss (pushes each pixel's opacity towards 0 or 1)."""
     # `field` is also the key's name, hence dataclasses.field below.
     field: FieldConfig = dataclasses.field(default_factory=FieldConfig)
     """The radiance field."""
@@ -73,6 +75,7 @@ class CoarseStage:
             **guide.loss_weights,
             "loss_orientation": config.lambda_orientation,
             "loss_opacity": config.lambda_opacity,
+            "loss_opacity_entropy": config.lambda_opacity_entropy,
         }
 
     def modules(self) -> dict[str, nn.Module]:
@@ -106,6 +109,9 @@ class CoarseStage:
             losses["loss_orientation"] = renders["orientation"].mean()
         if self.config.lambda_opacity > 0:
             losses["loss_opacity"] = renders["opacity"].mean()
+        if self.config.lambda_opacity_entropy > 0:
+            o = renders["opacity"].clamp(1e-5, 1.0 - 1e-5)
+            losses["loss_opacity_entropy"] = -(o * o.log() + (1.0 - o) * (1.0 - o).log()).mean()
         return losses
 
     @torch.no_grad()
@@ -122,7 +128,12 @@ class CoarseStage:
         return torch.cat([rgb, opacity], dim=0).clamp(0, 1).cpu().numpy()
 
     def extra_state(self) -> dict:
-        return {"generator": self.generator.get_state()}
+        state = {"generator": self.generator.get_state()}
+        if hasattr(self.guide, "state_dict"):  # guides that draw random numbers (SDS) resume exactly too
+            state["guide"] = self.guide.state_dict()
+        return state
 
     def load_extra_state(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
+        if "guide" in state:
+            self.guide.load_state_dict(state["guide"])

@@ -1,0 +1,188 @@
+import threading
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+import trimesh
+
+from text3d.cli import load_config, main
+from text3d.guide.models import ModelConfig, load_diffusion_model
+from text3d.guide.sds import SDSConfig, make_sds_guide
+from text3d.pipeline import generate
+from text3d.prompt.processor import PromptConfig, PromptProcessor
+from text3d.renderer.cameras import spherical_cameras
+from text3d.stage.trainer import Callback
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def front_camera():
+    one = torch.ones(1)
+    return spherical_cameras(0 * one, 10 * one, 1.8 * one, 50 * one, 16, 16)
+
+
+def encode_text(model, text):
+    ids = model.tokenizer(text, padding="max_length", max_length=model.tokenizer.model_max_length, return_tensors="pt")
+    return model.text_encoder(ids.input_ids)[0]
+
+
+def capture_latents(guide):
+    captured = {}
+    encode = guide.encode
+
+    def spy(images):
+        z = encode(images)
+        z.retain_grad()
+        captured["z"] = z
+        return z
+
+    guide.encode = spy
+    return captured
+
+
+@pytest.mark.parametrize("kind", ["latent", "pixel"])
+def test_sds_gradient_is_weighted_cfg_residual(kind, tiny_sd_path, tiny_pixel_path):
+    path = tiny_sd_path if kind == "latent" else tiny_pixel_path
+    model = load_diffusion_model(ModelConfig(model=str(path), dtype="fp32"), kind, "cpu")
+    prompts = PromptProcessor(PromptConfig(text="a red cube"), model.tokenizer, model.text_encoder, "cpu")
+    scale = 7.5
+    guide = make_sds_guide(SDSConfig(kind=kind, resolution=32, guidance_scale=scale), model, prompts, 10, seed=3)
+    captured = capture_latents(guide)
+    before = {k: v.clone() for k, v in model.unet.state_dict().items()}
+
+    rgb = torch.rand(1, 16, 16, 3, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+    loss = guide.step({"rgb": rgb, "opacity": torch.ones(1, 16, 16, 1)}, front_camera(), step=0)["loss_sds"]
+    loss.backward()
+
+    # Independently: the same random draws in the same order, two separate UNet calls, CFG by hand.
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        x = F.interpolate(rgb.permute(0, 3, 1, 2), (32, 32), mode="bilinear", align_corners=False) * 2 - 1
+        if kind == "latent":
+            post = model.vae.encode(x).latent_dist
+            z = (post.mean + post.std * torch.randn(post.mean.shape, generator=g)) * model.vae.config.scaling_factor
+        else:
+            z = x
+        T = model.num_train_timesteps
+        t = torch.randint(int(0.02 * T), int(0.98 * T), (1,), generator=g)
+        noise = torch.randn(z.shape, generator=g)
+        noisy = model.scheduler.add_noise(z, noise, t)
+        cond = encode_text(model, "a red cube, front view")
+        uncond = encode_text(model, "")
+        eps_c = model.unet(noisy, t, encoder_hidden_states=cond).sample[:, : z.shape[1]]
+        eps_u = model.unet(noisy, t, encoder_hidden_states=uncond).sample[:, : z.shape[1]]
+        eps_hat = eps_u + scale * (eps_c - eps_u)
+        w = 1 - model.scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
+        expected = w * (eps_hat - noise)
+
+    torch.testing.assert_close(captured["z"].detach(), z, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(captured["z"].grad, expected, rtol=1e-4, atol=1e-5)
+    assert rgb.grad is not None and rgb.grad.abs().sum() > 0  # the gradient reaches the renders
+    # The frozen model: no gradients, no changes.
+    assert all(p.grad is None and not p.requires_grad for p in model.unet.parameters())
+    assert all(p.grad is None for p in model.text_encoder.parameters())
+    if model.vae is not None:
+        assert all(p.grad is None for p in model.vae.parameters())
+    for k, v in model.unet.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_timestep_annealing_and_weighting(tiny_sd_path):
+    model = load_diffusion_model(ModelConfig(model=str(tiny_sd_path), dtype="fp32"), "latent", "cpu")
+    prompts = PromptProcessor(PromptConfig(text="a cube"), model.tokenizer, model.text_encoder, "cpu")
+    cfg = SDSConfig(kind="latent", max_t=0.98, max_t_end=0.5, anneal="linear", weighting="uniform")
+    guide = make_sds_guide(cfg, model, prompts, max_steps=100, seed=0)
+    assert guide.max_t_at(0) == pytest.approx(0.98)
+    assert guide.max_t_at(50) == pytest.approx(0.74)
+    assert guide.max_t_at(100) == pytest.approx(0.5)
+    late = guide.sample_timesteps(2000, step=100)
+    assert late.min() >= 20 and late.max() < 500
+    assert torch.equal(guide.weight(torch.tensor([10, 900])), torch.ones(2))
+
+
+def test_generate_end_to_end_writes_glb_and_previews(tiny_sd_path, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["generate", "a red cube", "--model", str(tiny_sd_path), "--preset", "tiny-test", "--out", str(out)]
+    code = main([*argv, "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    mesh = trimesh.load(out / "coarse.glb", force="mesh")
+    assert len(mesh.faces) > 0
+    assert sorted(p.name for p in (out / "previews").iterdir()) == ["coarse-0000003.png", "coarse-0000006.png"]
+    assert "a red cube" in (out / "config.yaml").read_text()
+
+
+class StopAt(Callback):
+    def __init__(self, step, event):
+        self.step, self.event = step, event
+
+    def on_step(self, progress):
+        if progress.step == self.step:
+            self.event.set()
+
+
+def test_generate_resume_matches_an_uninterrupted_run(tiny_pixel_path, tmp_path):
+    config = load_config(
+        "tiny-test", [f"guide.sds.model.model={tiny_pixel_path}", "guide.sds.kind=pixel", "prompt.text=a blue ball"]
+    )
+    generate(config, tmp_path / "full")
+    event = threading.Event()
+    assert generate(config, tmp_path / "split", callbacks=[StopAt(2, event)], stop_event=event).stopped
+    assert not generate(config, tmp_path / "split", resume=True).stopped
+    full = torch.load(tmp_path / "full" / "checkpoints" / "coarse-0000006.pt", weights_only=False)
+    split = torch.load(tmp_path / "split" / "checkpoints" / "coarse-0000006.pt", weights_only=False)
+    for k, v in full["modules"]["field"].items():
+        torch.testing.assert_close(split["modules"]["field"][k], v, rtol=0, atol=1e-6, msg=k)
+
+
+@pytest.mark.parametrize(
+    "prompt, message", [("   ", "prompt"), ("\x00\x01", "prompt"), ("word " * 100, "tokens")]
+)
+def test_bad_prompts_fail_with_one_line(prompt, message, tiny_sd_path, tmp_path, capsys):
+    code = main(["generate", prompt, "--model", str(tiny_sd_path), "--preset", "tiny-test", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_missing_model_fails_fast_with_a_clear_message(tmp_path, capsys):
+    t0 = time.perf_counter()
+    code = main(["generate", "a cube", "--model", "no-such-org/no-such-model", "--out", str(tmp_path / "r")])
+    elapsed = time.perf_counter() - t0
+    err = capsys.readouterr().err
+    assert code == 2 and "no-such-org/no-such-model" in err and len(err.strip().splitlines()) == 1
+    assert elapsed < 10
+    assert not (tmp_path / "r").exists()
+
+
+def test_v_prediction_models_are_turned_into_noise_predictions(tiny_sd_path):
+    model = load_diffusion_model(ModelConfig(model=str(tiny_sd_path), dtype="fp32"), "latent", "cpu")
+    prompts = PromptProcessor(PromptConfig(text="a cube"), model.tokenizer, model.text_encoder, "cpu")
+    eps_guide = make_sds_guide(SDSConfig(kind="latent", resolution=32), model, prompts, 10, seed=0)
+    model.scheduler.register_to_config(prediction_type="v_prediction")
+    v_guide = make_sds_guide(SDSConfig(kind="latent", resolution=32), model, prompts, 10, seed=0)
+    assert v_guide.v_prediction and not eps_guide.v_prediction
+    x = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([500])
+    text = encode_text(model, "a cube")
+    raw = eps_guide._unet(x, t, text)  # the UNet's output, read as v
+    a = model.scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
+    torch.testing.assert_close(v_guide._unet(x, t, text), a.sqrt() * raw + (1 - a).sqrt() * x)
+
+
+def test_perp_neg_guidance_runs_and_differs_from_plain_cfg(tiny_sd_path):
+    model = load_diffusion_model(ModelConfig(model=str(tiny_sd_path), dtype="fp32"), "latent", "cpu")
+    grads = {}
+    for perp in (False, True):
+        prompts = PromptProcessor(PromptConfig(text="a dog", perp_neg=perp), model.tokenizer, model.text_encoder, "cpu")
+        guide = make_sds_guide(SDSConfig(kind="latent", resolution=32), model, prompts, 10, seed=0)
+        one = torch.ones(1)
+        side = spherical_cameras(60 * one, 10 * one, 1.8 * one, 50 * one, 16, 16)  # a side view: negatives active
+        z = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(2))
+        noise = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(3))
+        grads[perp] = guide.sds_gradient(z, torch.tensor([400]), noise, side)
+    assert torch.isfinite(grads[True]).all()
+    assert not torch.allclose(grads[True], grads[False])
