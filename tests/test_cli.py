@@ -72,7 +72,12 @@ def test_reconstruct_end_to_end_then_refuse_overwrite_then_resume(tiny_dataset, 
     saved = yaml.safe_load((out_dir / "config.yaml").read_text())
     assert saved["data"]["path"] == str(tiny_dataset) and saved["coarse"]["max_steps"] == 6
     assert (out_dir / "log.txt").exists()
-    assert sorted(p.name for p in (out_dir / "previews").iterdir()) == ["coarse-0000003.png", "coarse-0000006.png"]
+    previews = sorted(p.name for p in (out_dir / "previews").iterdir())
+    assert previews == ["coarse-0000003.png", "coarse-0000006.png", "geometry-0000003.png", "texture-0000003.png"]
+    for name in ("model.glb", "model.obj", "model.mtl", "model.png", "turntable.mp4", "contact_sheet.png"):
+        assert (out_dir / name).stat().st_size > 0, name
+    exported = json.loads((out_dir / "metrics.json").read_text())["export"]
+    assert exported["faces"] > 0 and len(exported["psnr_per_view"]) == 3
 
     before = {p: p.stat().st_mtime_ns for p in out_dir.rglob("*") if p.is_file()}
     code, _, err = run(["reconstruct", str(tiny_dataset), "--out", str(out_dir), "--preset", TINY], capsys)

@@ -111,7 +111,11 @@ def test_generate_end_to_end_writes_glb_and_previews(tiny_sd_path, tmp_path, cap
     assert code == 0, capsys.readouterr().err
     mesh = trimesh.load(out / "coarse.glb", force="mesh")
     assert len(mesh.faces) > 0
-    assert sorted(p.name for p in (out / "previews").iterdir()) == ["coarse-0000003.png", "coarse-0000006.png"]
+    assert sorted(p.name for p in (out / "previews").iterdir()) == [
+        "coarse-0000003.png", "coarse-0000006.png", "geometry-0000003.png", "texture-0000003.png"
+    ]
+    textured = trimesh.load(out / "model.glb", force="mesh")
+    assert len(textured.faces) > 0 and textured.visual.kind == "texture"
     assert "a red cube" in (out / "config.yaml").read_text()
 
 
@@ -132,10 +136,12 @@ def test_generate_resume_matches_an_uninterrupted_run(tiny_pixel_path, tmp_path)
     event = threading.Event()
     assert generate(config, tmp_path / "split", callbacks=[StopAt(2, event)], stop_event=event).stopped
     assert not generate(config, tmp_path / "split", resume=True).stopped
-    full = torch.load(tmp_path / "full" / "checkpoints" / "coarse-0000006.pt", weights_only=False)
-    split = torch.load(tmp_path / "split" / "checkpoints" / "coarse-0000006.pt", weights_only=False)
-    for k, v in full["modules"]["field"].items():
-        torch.testing.assert_close(split["modules"]["field"][k], v, rtol=0, atol=1e-6, msg=k)
+    for stage, module, step in (("coarse", "field", 6), ("geometry", "dmtet", 3), ("texture", "field", 3)):
+        name = f"{stage}-{step:07d}.pt"
+        full = torch.load(tmp_path / "full" / "checkpoints" / name, weights_only=False)["modules"][module]
+        split = torch.load(tmp_path / "split" / "checkpoints" / name, weights_only=False)["modules"][module]
+        for k, v in full.items():
+            torch.testing.assert_close(split[k], v, rtol=0, atol=1e-6, msg=f"{stage}.{k}")
 
 
 @pytest.mark.parametrize(

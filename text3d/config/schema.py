@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Literal
 
 from text3d.config.loader import Range
 from text3d.export.isosurface import IsosurfaceConfig
+from text3d.export.mesh_files import TextureExportConfig
 from text3d.guide.reconstruction import ReconstructionGuideConfig
 from text3d.guide.sds import SDSConfig
 from text3d.prompt.processor import PromptConfig
 from text3d.stage.coarse import CoarseConfig
+from text3d.stage.geometry import GeometryConfig
+from text3d.stage.texture import TextureConfig
 from text3d.stage.trainer import TrainerConfig
 
 
@@ -43,7 +46,15 @@ class ExportConfig:
     """Files written at the end of a run."""
 
     isosurface: IsosurfaceConfig = field(default_factory=IsosurfaceConfig)
-    """Coarse mesh extraction from the NeRF's density."""
+    """Coarse mesh extraction from the NeRF's density (coarse.glb, and the mesh when geometry is disabled)."""
+    texture: TextureExportConfig = field(default_factory=TextureExportConfig)
+    """UV unwrapping, texture baking and the mesh files."""
+    turntable_frames: Annotated[int, Range(0)] = 60
+    """Frames of the turntable video (0: no video)."""
+    turntable_resolution: Annotated[int, Range(16, 2048)] = 512
+    """Side of the turntable video and contact sheet images, pixels."""
+    rasterizer: Literal["auto", "torch", "nvdiffrast"] = "auto"
+    """Rasterizer backend for the mesh stages and export: nvdiffrast on CUDA when installed, else the torch twin."""
 
 
 @dataclass
@@ -62,5 +73,9 @@ class Text3DConfig:
     """Guides."""
     coarse: CoarseConfig = field(default_factory=CoarseConfig)
     """Coarse NeRF stage."""
+    geometry: GeometryConfig = field(default_factory=GeometryConfig)
+    """DMTet geometry stage."""
+    texture: TextureConfig = field(default_factory=TextureConfig)
+    """Texture stage."""
     export: ExportConfig = field(default_factory=ExportConfig)
     """Outputs."""

@@ -28,6 +28,20 @@ class IsosurfaceConfig:
     """Density iso-level of the surface."""
 
 
+def surface_level(lo: float, hi: float, level: float, what: str) -> float:
+    """``level`` if densities in ``[lo, hi]`` cross it, else half the range (with a warning).
+
+    A constant field has no surface at any level: that is an error, not a fallback.
+    """
+    if lo < level < hi:
+        return level
+    if hi - lo < 1e-6:
+        raise TrainingError(f"{what}: the density field is constant ({lo:.3g}); there is no surface")
+    fallback = 0.5 * (lo + hi)
+    log.warning("%s: no surface at density %.3g (range %.3g..%.3g); using %.3g", what, level, lo, hi, fallback)
+    return fallback
+
+
 @torch.no_grad()
 def density_grid(field, resolution: int, chunk: int = 65536) -> np.ndarray:
     """Density sampled at ``resolution^3`` grid points over the field's cube: ``[R, R, R]`` indexed (x, y, z)."""
@@ -49,14 +63,7 @@ def extract_mesh(field, config: IsosurfaceConfig) -> trimesh.Trimesh:
     from skimage.measure import marching_cubes
 
     grid = density_grid(field, config.resolution)
-    level = config.threshold
-    lo, hi = float(grid.min()), float(grid.max())
-    if not lo < level < hi:
-        if hi - lo < 1e-6:
-            raise TrainingError(f"the density field is constant ({lo:.3g}): no surface to extract")
-        fallback = 0.5 * (lo + hi)
-        log.warning("isosurface: no surface at density %.3g (range %.3g..%.3g); using %.3g", level, lo, hi, fallback)
-        level = fallback
+    level = surface_level(float(grid.min()), float(grid.max()), config.threshold, "isosurface")
     spacing = 2.0 * field.radius / (config.resolution - 1)
     verts, faces, normals, _ = marching_cubes(grid, level=level, spacing=(spacing,) * 3)
     verts = verts - field.radius

@@ -77,6 +77,10 @@ class Cameras:
 
         return Cameras(self.c2w[item], self.fov_y[item], self.height, self.width, pick(self.index), pick(self.pixels))
 
+    def with_size(self, height: int, width: int) -> Cameras:
+        """The same views at another image size (same field of view)."""
+        return Cameras(self.c2w, self.fov_y, height, width, self.index)
+
     def with_pixels(self, pixels: Tensor | None) -> Cameras:
         """The same views restricted to ``pixels: [B, P]`` (or whole again with None)."""
         return Cameras(self.c2w, self.fov_y, self.height, self.width, self.index, pixels)

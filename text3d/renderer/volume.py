@@ -107,14 +107,6 @@ class VolumeRenderer(nn.Module):
         """Length of one sampling stratum along the cube's diagonal (the longest ray)."""
         return 2.0 * self.radius * 3**0.5 / self.config.num_samples
 
-    def pick_shading(self, generator: torch.Generator) -> Shading:
-        """The training shading mode for one step."""
-        if self.config.shading != "random":
-            return self.config.shading
-        probs = torch.tensor(self.config.shading_probs)
-        choice = torch.multinomial(probs, 1, generator=generator).item()
-        return ("albedo", "lambertian", "textureless")[choice]
-
     def update_occupancy(self, field: RadianceField, generator: torch.Generator) -> None:
         self.occupancy.update(field.density, self.step_size, generator)
 

@@ -16,6 +16,7 @@ from text3d.field.nerf import FieldConfig, HashGridField
 from text3d.guide.base import Guide
 from text3d.renderer.cameras import CameraConfig, Cameras
 from text3d.renderer.volume import RendererConfig, VolumeRenderer, random_light_dirs
+from text3d.stage.base import GuidedStage
 
 ViewSampler = Callable[[torch.Generator], Cameras]
 
@@ -47,7 +48,7 @@ class CoarseConfig:
     """Random training views and the evaluation orbit."""
 
 
-class CoarseStage:
+class CoarseStage(GuidedStage):
     """Implements the trainer's ``Stage`` protocol for the coarse NeRF."""
 
     name = "coarse"
@@ -61,13 +62,7 @@ class CoarseStage:
         device: torch.device,
         seed: int,
     ) -> None:
-        self.config = config
-        self.max_steps = config.max_steps
-        self.guide = guide
-        self.sample_views = sample_views
-        self.eval_cameras = eval_cameras
-        self.device = device
-        self.generator = torch.Generator().manual_seed(seed)
+        super().__init__(config, guide, sample_views, eval_cameras, device, seed)
         torch.manual_seed(seed)  # the field's initial weights
         self.field = HashGridField(config.field, device=device)
         self.renderer = VolumeRenderer(config.renderer, config.field.radius, device=device)
@@ -94,7 +89,8 @@ class CoarseStage:
         if occ.enabled and step >= occ.warmup_steps and step % occ.update_every == 0:
             self.renderer.update_occupancy(self.field, self.generator)
         cameras = self.sample_views(self.generator).to(self.device)
-        shading = self.renderer.pick_shading(self.generator)
+        r = self.config.renderer
+        shading = self.draw(r.shading, r.shading_probs, ("albedo", "lambertian", "textureless"))
         light = random_light_dirs(cameras, self.generator) if shading != "albedo" else None
         renders = self.renderer.render(
             self.field,
@@ -126,14 +122,3 @@ class CoarseStage:
         rgb = torch.cat(list(out["rgb"]), dim=1)
         opacity = torch.cat(list(out["opacity"]), dim=1).expand_as(rgb)
         return torch.cat([rgb, opacity], dim=0).clamp(0, 1).cpu().numpy()
-
-    def extra_state(self) -> dict:
-        state = {"generator": self.generator.get_state()}
-        if hasattr(self.guide, "state_dict"):  # guides that draw random numbers (SDS) resume exactly too
-            state["guide"] = self.guide.state_dict()
-        return state
-
-    def load_extra_state(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
-        if "guide" in state:
-            self.guide.load_state_dict(state["guide"])

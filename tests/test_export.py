@@ -1,0 +1,255 @@
+import io
+import json
+import shutil
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+import trimesh
+
+from text3d.errors import TrainingError
+from text3d.export import uv as uv_module
+from text3d.export.bake import bake_texture, dilate
+from text3d.export.mesh_files import TextureExportConfig, export_textured_mesh
+from text3d.export.uv import unwrap
+from text3d.export.video import contact_sheet, write_contact_sheet, write_turntable
+
+GLTF_DIR = Path(__file__).resolve().parent / "gltf"
+SIZE = 256
+
+
+def position_color(points):
+    """The test colour function: world position in [-1, 1]^3 -> RGB in [0, 1]^3."""
+    return (points + 1) / 2
+
+
+def sample(image: np.ndarray, uv: np.ndarray, v_up: bool) -> np.ndarray:
+    """Bilinear lookup ``[N, 3]`` in [0, 1] of ``image: [H, W, 3]`` uint8 (row 0 on top) at ``uv: [N, 2]``.
+
+    ``v_up``: OBJ/OpenGL texture coordinates (v = 0 is the bottom row); else glTF's (v = 0 is the top row).
+    """
+    h, w = image.shape[:2]
+    x = uv[:, 0] * w - 0.5
+    y = ((1 - uv[:, 1]) if v_up else uv[:, 1]) * h - 0.5
+    x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
+    tx, ty = (x - x0)[:, None], (y - y0)[:, None]
+
+    def texel(yy, xx):
+        return image[np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)].astype(np.float64) / 255
+
+    top = texel(y0, x0) * (1 - tx) + texel(y0, x0 + 1) * tx
+    bottom = texel(y0 + 1, x0) * (1 - tx) + texel(y0 + 1, x0 + 1) * tx
+    return top * (1 - ty) + bottom * ty
+
+
+@pytest.fixture(scope="module")
+def sphere():
+    mesh = trimesh.creation.icosphere(subdivisions=3)
+    return np.asarray(mesh.vertices), np.asarray(mesh.faces)
+
+
+@pytest.fixture(scope="module")
+def unwrapped(sphere):
+    return unwrap(*sphere, texture_size=SIZE, padding=4)
+
+
+@pytest.fixture(scope="module")
+def baked(unwrapped):
+    vertices, faces, uvs = unwrapped
+    return bake_texture(torch.from_numpy(vertices).float(), faces, uvs, position_color, size=SIZE, padding=4)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, unwrapped, baked):
+    out = tmp_path_factory.mktemp("export")
+    return export_textured_mesh(*unwrapped, baked, out, name="model")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# UV unwrapping
+
+
+def test_unwrap_keeps_faces_and_gives_uvs_in_unit_square(sphere, unwrapped):
+    vertices, faces, uvs = unwrapped
+    assert faces.shape == sphere[1].shape and faces.dtype == np.int64
+    assert uvs.shape == (len(vertices), 2)
+    assert uvs.min() >= 0.0 and uvs.max() <= 1.0
+    # Seams only duplicate vertices: every face keeps its corners, in order.
+    np.testing.assert_allclose(vertices[faces], sphere[0][sphere[1]])
+
+
+def test_unwrap_decimates_above_max_faces(sphere):
+    vertices, faces, uvs = unwrap(*sphere, max_faces=500, texture_size=SIZE)
+    assert 0 < len(faces) <= 500
+    assert uvs.shape == (len(vertices), 2) and uvs.min() >= 0.0 and uvs.max() <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("code", "timeout", "message"),
+    [
+        ("import ctypes; ctypes.string_at(0)", 30, r"xatlas crashed \(SIGSEGV\)"),
+        ("import os; os._exit(139)", 30, r"exit code 139"),
+        ("raise RuntimeError('bad mesh')", 30, r"exit code 1\) .*: RuntimeError: bad mesh"),
+        ("import time; time.sleep(30)", 0.5, r"ran past its 0.5 s timeout"),
+    ],
+)
+def test_unwrap_worker_failure_is_one_line_training_error(monkeypatch, sphere, code, timeout, message):
+    monkeypatch.setattr(uv_module, "_worker_command", lambda workdir: [sys.executable, "-c", code])
+    start = time.perf_counter()
+    with pytest.raises(TrainingError, match=message) as err:
+        unwrap(*sphere, timeout=timeout)
+    assert time.perf_counter() - start < 10
+    assert "\n" not in str(err.value)
+
+
+def test_unwrap_refuses_non_finite_vertices(sphere):
+    vertices = sphere[0].copy()
+    vertices[3, 1] = np.nan
+    with pytest.raises(TrainingError, match="non-finite"):
+        unwrap(vertices, sphere[1])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Baking
+
+
+def test_bake_matches_color_function_at_vertex_uvs(unwrapped, baked):
+    vertices, _, uvs = unwrapped
+    assert baked.shape == (SIZE, SIZE, 3) and baked.dtype == np.uint8
+    # Vertex uvs lie on chart borders: a bilinear lookup there reads texels outside the chart, which the padding
+    # must have filled with the chart's colours.
+    error = np.abs(sample(baked, uvs, v_up=True) - position_color(vertices))
+    assert error.max() < 0.03
+
+
+def test_bake_without_padding_bleeds_at_chart_borders(unwrapped):
+    vertices, faces, uvs = unwrapped
+    bare = bake_texture(torch.from_numpy(vertices).float(), faces, uvs, position_color, size=SIZE, padding=0)
+    assert np.abs(sample(bare, uvs, v_up=True) - position_color(vertices)).max() > 0.1
+
+
+def test_dilate_grows_charts_by_padding_texels():
+    image = torch.zeros(9, 9, 3)
+    mask = torch.zeros(9, 9, dtype=torch.bool)
+    image[4, 4], mask[4, 4] = torch.tensor([0.2, 0.4, 0.6]), True
+    grown, filled = dilate(image, mask, 2)
+    square = torch.zeros(9, 9, dtype=torch.bool)
+    square[2:7, 2:7] = True
+    assert torch.equal(filled, square)
+    assert torch.allclose(grown[square], torch.tensor([0.2, 0.4, 0.6]).expand(25, 3))
+    assert torch.equal(grown[~square], torch.zeros(56, 3))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Mesh files
+
+
+def read_glb(path: Path) -> tuple[dict, bytes]:
+    """The JSON and BIN chunks of a GLB file."""
+    data = path.read_bytes()
+    json_len = struct.unpack_from("<I", data, 12)[0]
+    doc = json.loads(data[20 : 20 + json_len])
+    bin_start = 20 + json_len
+    bin_len = struct.unpack_from("<I", data, bin_start)[0]
+    return doc, data[bin_start + 8 : bin_start + 8 + bin_len]
+
+
+def buffer_view(doc: dict, blob: bytes, index: int) -> bytes:
+    view = doc["bufferViews"][index]
+    start = view.get("byteOffset", 0)
+    return blob[start : start + view["byteLength"]]
+
+
+def accessor(doc: dict, blob: bytes, index: int) -> np.ndarray:
+    acc = doc["accessors"][index]
+    assert acc["componentType"] == 5126 and "byteStride" not in doc["bufferViews"][acc["bufferView"]]  # float32
+    width = {"VEC2": 2, "VEC3": 3}[acc["type"]]
+    data = buffer_view(doc, blob, acc["bufferView"])[acc.get("byteOffset", 0) :]
+    return np.frombuffer(data, np.float32, acc["count"] * width).reshape(-1, width)
+
+
+def test_glb_follows_gltf_texture_convention(exported):
+    # Read the file by the glTF spec alone (v = 0 is the top row), not through trimesh, which wrote it.
+    doc, blob = read_glb(exported["glb"])
+    primitive = doc["meshes"][0]["primitives"][0]
+    assert {"POSITION", "NORMAL", "TEXCOORD_0"} <= set(primitive["attributes"])
+    material = doc["materials"][primitive["material"]]["pbrMetallicRoughness"]
+    assert material["metallicFactor"] == 0.0 and material["roughnessFactor"] == pytest.approx(0.9)
+    image_index = doc["textures"][material["baseColorTexture"]["index"]]["source"]
+    image = np.asarray(PIL.Image.open(io.BytesIO(buffer_view(doc, blob, doc["images"][image_index]["bufferView"]))))
+    positions = accessor(doc, blob, primitive["attributes"]["POSITION"])
+    texcoords = accessor(doc, blob, primitive["attributes"]["TEXCOORD_0"])
+    normals = accessor(doc, blob, primitive["attributes"]["NORMAL"])
+    assert np.abs(sample(image, texcoords, v_up=False) - position_color(positions)).max() < 0.03
+    np.testing.assert_allclose(np.linalg.norm(normals, axis=1), 1.0, atol=1e-5)
+    # Smooth shading across seams: on a unit sphere the normal is the position.
+    np.testing.assert_allclose(normals, positions, atol=0.02)
+
+
+def test_glb_reloads_with_uvs_and_texture(exported, unwrapped, baked):
+    mesh = trimesh.load(exported["glb"], force="mesh", process=False)
+    assert len(mesh.faces) == len(unwrapped[1])
+    image = np.asarray(mesh.visual.material.baseColorTexture.convert("RGB"))
+    rows, cols = np.array([0, 17, 100, 255]), np.array([3, 250, 128, 64])
+    np.testing.assert_array_equal(image[rows, cols], baked[rows, cols])
+    assert np.abs(sample(image, mesh.visual.uv, v_up=True) - position_color(mesh.vertices)).max() < 0.03
+
+
+def test_obj_mtl_png_reload_with_texture(exported):
+    paths = exported
+    assert {p.name for p in paths.values()} == {"model.glb", "model.obj", "model.mtl", "model.png"}
+    assert "mtllib model.mtl" in paths["obj"].read_text()
+    assert "map_Kd model.png" in paths["mtl"].read_text()
+    assert not list(paths["obj"].parent.glob(".*"))  # no temp files left behind
+    mesh = trimesh.load(paths["obj"], force="mesh", process=False)
+    image = np.asarray(mesh.visual.material.image.convert("RGB"))
+    assert np.abs(sample(image, mesh.visual.uv, v_up=True) - position_color(mesh.vertices)).max() < 0.03
+
+
+def test_export_only_requested_formats(tmp_path, unwrapped, baked):
+    paths = export_textured_mesh(*unwrapped, baked, tmp_path, name="mug", config=TextureExportConfig(formats=("obj",)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mug.mtl", "mug.obj", "mug.png"]
+    assert set(paths) == {"obj", "mtl", "png"}
+
+
+def test_glb_passes_khronos_validator(exported):
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    if not (GLTF_DIR / "node_modules" / "gltf-validator").is_dir():
+        pytest.skip("gltf-validator is not installed: npm install --prefix tests/gltf --no-package-lock")
+    result = subprocess.run([node, str(GLTF_DIR / "validate.mjs"), str(exported["glb"])], capture_output=True,
+                            text=True, timeout=60, check=True)
+    issues = json.loads(result.stdout)["issues"]
+    errors = [m for m in issues["messages"] if m["severity"] == 0]
+    assert issues["numErrors"] == 0, errors
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Video and contact sheet
+
+
+def test_turntable_mp4_has_all_frames(tmp_path):
+    import imageio.v3 as iio
+
+    shades = np.linspace(0, 255, 8).astype(np.uint8)
+    frames = np.broadcast_to(shades[:, None, None, None], (8, 33, 48, 3))  # odd height: padded to 34
+    path = write_turntable(frames, tmp_path / "turntable.mp4", fps=8)
+    video = iio.imread(path)
+    assert video.shape == (8, 34, 48, 3)
+    np.testing.assert_allclose(video.mean(axis=(1, 2, 3)), shades, atol=4)
+
+
+def test_contact_sheet_tiles_row_by_row(tmp_path):
+    images = np.arange(5, dtype=np.uint8)[:, None, None, None].repeat(2, 1).repeat(3, 2).repeat(3, 3)
+    sheet = contact_sheet(images, columns=3)
+    assert sheet.shape == (4, 9, 3)
+    assert sheet[0, 3, 0] == 1 and sheet[2, 0, 0] == 3 and sheet[3, 8, 0] == 255
+    path = write_contact_sheet(images, tmp_path / "sheet.png", columns=3)
+    np.testing.assert_array_equal(np.asarray(PIL.Image.open(path)), sheet)

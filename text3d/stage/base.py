@@ -1,0 +1,42 @@
+"""What every stage shares: its own random generator, the guide, and both in checkpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from text3d.guide.base import Guide
+
+
+class GuidedStage:
+    """Base of the stages: a guide, training views, evaluation views and a seeded generator.
+
+    ``extra_state`` saves the stage's generator and the guide's state (if it has one) in checkpoints.
+    """
+
+    def __init__(self, config, guide: Guide, sample_views, eval_cameras, device: torch.device, seed: int) -> None:
+        self.config = config
+        self.max_steps = config.max_steps
+        self.guide = guide
+        self.sample_views = sample_views
+        self.eval_cameras = eval_cameras
+        self.device = device
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def extra_state(self) -> dict:
+        state = {"generator": self.generator.get_state()}
+        if hasattr(self.guide, "state_dict"):  # guides that draw random numbers (SDS) resume exactly too
+            state["guide"] = self.guide.state_dict()
+        return state
+
+    def load_extra_state(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        if "guide" in state:
+            self.guide.load_state_dict(state["guide"])
+
+    def draw(self, choice: str, probs: Sequence[float], options: Sequence[str]) -> str:
+        """``choice`` itself, or one of ``options`` drawn with ``probs`` when ``choice`` is 'random'."""
+        if choice != "random":
+            return choice
+        return options[torch.multinomial(torch.tensor(probs, dtype=torch.float), 1, generator=self.generator).item()]
