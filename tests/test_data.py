@@ -239,7 +239,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_make_dataset_writes_the_files(dataset: Path) -> None:
     names = {p.relative_to(dataset).as_posix() for p in dataset.rglob("*") if p.is_file()}
-    expected = {"transforms_train.json", "transforms_test.json", "meta.json"}
+    expected = {"transforms_train.json", "transforms_test.json", "meta.json", "mesh.ply"}
     expected |= {f"train/r_{i}.png" for i in range(6)} | {f"test/r_{i}.png" for i in range(4)}
     assert names == expected
     meta = json.loads((dataset / "meta.json").read_text())

@@ -52,11 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "make-dataset",
-        help="render a procedural object into a NeRF-synthetic-style dataset",
-        description="Sphere-trace a procedural object (analytic SDF + colours) from random and orbit views.",
+        help="render a procedural object or a mesh file into a NeRF-synthetic-style dataset",
+        description="Render a procedural object (sphere-traced SDF) or a mesh file (rasterized) from random and "
+        "orbit views; also writes the ground-truth surface as mesh.ply.",
     )
     p.add_argument("out", type=Path, help="output folder (must not exist or be empty)")
-    p.add_argument("--object", default="toy", help="procedural object name (default: toy)")
+    p.add_argument(
+        "--object", default="toy",
+        help="procedural object (sphere, rounded_box, torus, toy) or a mesh file (.obj/.glb/.gltf/.ply/.stl/.off, "
+        "textured or vertex-coloured) (default: toy)",
+    )
     p.add_argument("--train-views", type=int, default=100, help="number of training views (default: 100)")
     p.add_argument("--test-views", type=int, default=20, help="number of test views (default: 20)")
     p.add_argument("--resolution", type=int, default=64, help="image size in pixels (default: 64)")

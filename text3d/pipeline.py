@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import trimesh
 from accelerate import Accelerator
 
 from text3d.config import build, load_yaml
@@ -26,7 +27,7 @@ from text3d.export.isosurface import extract_mesh, write_mesh
 from text3d.guide.base import Guide
 from text3d.guide.reconstruction import DatasetViewSampler, ReconstructionGuide
 from text3d.io import write_json
-from text3d.metrics import psnr
+from text3d.metrics import chamfer_distance, psnr
 from text3d.renderer.cameras import CameraConfig, Cameras, CameraSampler
 from text3d.renderer.mesh import Mesh, MeshRenderer
 from text3d.run import RunDir
@@ -130,6 +131,11 @@ def generate(
     return _run(job, run_dir, resume, callbacks, stop_event)
 
 
+def mesh_renderer(cfg: Text3DConfig, device: torch.device) -> MeshRenderer:
+    r = cfg.coarse.renderer
+    return MeshRenderer(r.background_color, r.ambient, cfg.mesh_render.rasterizer, device, cfg.mesh_render.supersample)
+
+
 def _run(job: Job, run_dir: Path, resume: bool, callbacks, stop_event) -> JobResult:
     cfg, device, seed = job.config, job.device, job.config.seed
     background = torch.tensor(cfg.coarse.renderer.background_color)
@@ -148,6 +154,9 @@ def _run(job: Job, run_dir: Path, resume: bool, callbacks, stop_event) -> JobRes
                 raise UserError(f"{stage.name}.enabled=false but {run.path} has no {stage.name} checkpoint")
             # Seconds spent in this invocation (a resumed run counts only what it trained now).
             metrics[stage.name] = {"steps": stage.max_steps, "train_seconds": round(time.perf_counter() - t0, 2)}
+            if job.test_views is not None:
+                renders = stage.render_views(job.test_views.cameras)["rgb"]
+                metrics[stage.name].update(score(renders, job.test_views, background, stage.name))
             return True
 
         coarse = CoarseStage(
@@ -160,14 +169,10 @@ def _run(job: Job, run_dir: Path, resume: bool, callbacks, stop_event) -> JobRes
         )
         if not fit(coarse, cfg.coarse.enabled):
             return JobResult(run.path, stopped=True)
-        if job.test_views is not None:
-            metrics["coarse"].update(score(coarse.render_views(job.test_views.cameras)["rgb"], job.test_views,
-                                           background, "coarse"))
         coarse_mesh = extract_mesh(coarse.field, cfg.export.isosurface)
         write_mesh(coarse_mesh, run.path / "coarse.glb")
 
-        renderer = MeshRenderer(cfg.coarse.renderer.background_color, cfg.coarse.renderer.ambient, cfg.export.rasterizer,
-                                device)
+        renderer = mesh_renderer(cfg, device)
         if cfg.geometry.enabled:
             geometry = GeometryStage(
                 cfg.geometry,
@@ -211,6 +216,13 @@ def _run(job: Job, run_dir: Path, resume: bool, callbacks, stop_event) -> JobRes
         if job.test_views is not None:
             renders = render_asset(asset, renderer, job.test_views.cameras)
             metrics["export"].update(score(renders, job.test_views, background, "exported mesh"))
+        truth_path = Path(cfg.data.path) / "mesh.ply"
+        if job.test_views is not None and truth_path.exists():
+            truth = trimesh.load(truth_path, process=False)
+            exported = trimesh.Trimesh(asset.vertices, asset.faces, process=False)
+            metrics["export"]["chamfer_pct"] = round(100.0 * chamfer_distance(exported, truth), 4)
+            log.info("exported mesh: Chamfer distance %.3f%% of the bounding-box diagonal",
+                     metrics["export"]["chamfer_pct"])
         write_json(run.path / "metrics.json", metrics)
         return JobResult(run.path, stopped=False, metrics=metrics)
 
@@ -241,8 +253,7 @@ def export_run(run_dir: Path) -> JobResult:
     else:
         m = extract_mesh(albedo_field, cfg.export.isosurface)
         mesh = Mesh(torch.as_tensor(m.vertices, dtype=torch.float32), torch.as_tensor(m.faces, dtype=torch.int64))
-    renderer = MeshRenderer(cfg.coarse.renderer.background_color, cfg.coarse.renderer.ambient, cfg.export.rasterizer,
-                            device)
+    renderer = mesh_renderer(cfg, device)
     orbit = CameraSampler(cfg.coarse.camera).orbit()
     with run:
         asset = export_assets(mesh, albedo_field, cfg, run.path, renderer, orbit)

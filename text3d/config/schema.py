@@ -42,6 +42,16 @@ class GuideConfig:
 
 
 @dataclass
+class MeshRenderConfig:
+    """How the mesh stages and the export render meshes."""
+
+    rasterizer: Literal["auto", "torch", "nvdiffrast"] = "auto"
+    """Rasterizer backend: nvdiffrast on CUDA when installed, else the torch twin."""
+    supersample: Annotated[int, Range(1, 4)] = 1
+    """Render this many times larger and box-filter down (smoother silhouettes; costs supersample^2)."""
+
+
+@dataclass
 class ExportConfig:
     """Files written at the end of a run."""
 
@@ -53,8 +63,6 @@ class ExportConfig:
     """Frames of the turntable video (0: no video)."""
     turntable_resolution: Annotated[int, Range(16, 2048)] = 512
     """Side of the turntable video and contact sheet images, pixels."""
-    rasterizer: Literal["auto", "torch", "nvdiffrast"] = "auto"
-    """Rasterizer backend for the mesh stages and export: nvdiffrast on CUDA when installed, else the torch twin."""
 
 
 @dataclass
@@ -77,5 +85,7 @@ class Text3DConfig:
     """DMTet geometry stage."""
     texture: TextureConfig = field(default_factory=TextureConfig)
     """Texture stage."""
+    mesh_render: MeshRenderConfig = field(default_factory=MeshRenderConfig)
+    """Mesh rendering shared by the geometry and texture stages and the export."""
     export: ExportConfig = field(default_factory=ExportConfig)
     """Outputs."""

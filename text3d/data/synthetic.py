@@ -12,11 +12,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import trimesh
 from torch import Tensor
 
+from text3d.data.mesh_source import MESH_SUFFIXES, load_mesh_asset, render_mesh_asset
 from text3d.data.objects import OBJECT_RADIUS, ProceduralObject, get_object
 from text3d.errors import UserError
-from text3d.io import write_image, write_json
+from text3d.io import atomic_path, write_image, write_json
 from text3d.renderer.cameras import Cameras, spherical_cameras
 
 GENERATOR_VERSION = 1
@@ -157,6 +159,20 @@ def _cameras(azimuth: Tensor, elevation: Tensor, distance: float, fov_deg: float
     return Cameras(cams.c2w.float(), cams.fov_y.float(), resolution, resolution)
 
 
+def ground_truth_mesh(obj: ProceduralObject, resolution: int = 128) -> trimesh.Trimesh:
+    """The object's surface by marching cubes on its SDF over the tracing sphere's cube (for Chamfer distances)."""
+    from skimage.measure import marching_cubes
+
+    r = TRACE_BOUND
+    axis = torch.linspace(-r, r, resolution)
+    pts = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(-1, 3)
+    sdf = torch.cat([obj.sdf(chunk) for chunk in pts.split(262144)]).reshape((resolution,) * 3).numpy()
+    spacing = 2 * r / (resolution - 1)
+    # The SDF grows outwards, so "ascent" would wind the faces inwards.
+    verts, faces, _, _ = marching_cubes(sdf, level=0.0, spacing=(spacing,) * 3, gradient_direction="descent")
+    return trimesh.Trimesh(verts - r, faces, process=False)
+
+
 def make_dataset(
     out_dir: str | os.PathLike,
     object_name: str,
@@ -169,11 +185,27 @@ def make_dataset(
 ) -> Path:
     """Render ``object_name`` into a NeRF-synthetic-style dataset in ``out_dir`` and return the folder.
 
+    ``object_name`` is a procedural object's name or the path of a mesh file (OBJ, GLB/glTF, PLY, ...; textured
+    or vertex-coloured), which is centred, scaled to the objects' size and rendered with the rasterizer.
     Writes ``train/r_{i}.png`` and ``test/r_{i}.png`` (RGBA, square ``resolution``), ``transforms_train.json``,
-    ``transforms_test.json`` (``camera_angle_x`` = ``fov_deg`` in radians, c2w ``transform_matrix`` per frame)
-    and ``meta.json``. Deterministic for a given seed. Cameras look at the origin from ``distance``.
+    ``transforms_test.json`` (``camera_angle_x`` = ``fov_deg`` in radians, c2w ``transform_matrix`` per frame),
+    the ground-truth surface ``mesh.ply`` and ``meta.json``. Deterministic for a given seed. Cameras look at the
+    origin from ``distance``.
     """
-    obj = get_object(object_name)
+    if Path(object_name).suffix.lower() in MESH_SUFFIXES:
+        asset = load_mesh_asset(object_name)
+
+        def render(cameras: Cameras) -> Tensor:
+            return render_mesh_asset(asset, cameras, SUPERSAMPLE, DEFAULT_LIGHT_DIR, DEFAULT_AMBIENT)
+
+        truth = asset.trimesh()
+    else:
+        obj = get_object(object_name)
+
+        def render(cameras: Cameras) -> Tensor:
+            return render_object(obj, cameras)
+
+        truth = None  # computed after the argument checks: it costs a second
     if n_train < 1 or n_test < 1:
         raise UserError(f"need at least one train and one test view, got n_train={n_train}, n_test={n_test}")
     if resolution < 1:
@@ -191,7 +223,7 @@ def make_dataset(
         "test": orbit_test_cameras(n_test, distance, fov_deg, resolution),
     }
     for split, cameras in splits.items():
-        images = render_object(obj, cameras)
+        images = render(cameras)
         for i, image in enumerate(images):
             write_image(out / split / f"r_{i}.png", image.numpy())
         # The transforms go after the images so that a finished JSON never points at missing files.
@@ -200,6 +232,9 @@ def make_dataset(
             for i, c2w in enumerate(cameras.c2w)
         ]
         write_json(out / f"transforms_{split}.json", {"camera_angle_x": math.radians(fov_deg), "frames": frames})
+    truth = truth if truth is not None else ground_truth_mesh(obj)
+    with atomic_path(out / "mesh.ply") as tmp:
+        truth.export(tmp, file_type="ply")
     write_json(
         out / "meta.json",
         {

@@ -24,7 +24,7 @@ def export_assets(mesh: Mesh, albedo_field: nn.Module, config, out_dir: Path, re
     ex = config.export
     with torch.no_grad():
         asset = bake_and_export(mesh.vertices, mesh.faces, albedo_field.albedo, out_dir, ex.texture, "model",
-                                ex.rasterizer)
+                                config.mesh_render.rasterizer)
         res = ex.turntable_resolution
         sheet = render_asset(asset, renderer, orbit.with_size(res, res))
         write_contact_sheet((sheet.cpu().numpy() * 255).round().astype(np.uint8), out_dir / "contact_sheet.png")

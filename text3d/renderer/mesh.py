@@ -43,7 +43,8 @@ class MeshRenderer:
     """Renders ``rgb [B, H, W, 3]``, ``opacity [B, H, W, 1]``, ``normal [B, H, W, 3]`` and world ``position``.
 
     Images come out in row order (top row first), like the volume renderer's, although the rasterizer's pixel
-    (0, 0) is the bottom-left one. Silhouettes are antialiased so the mask carries gradients to vertex positions.
+    (0, 0) is the bottom-left one. Silhouettes are antialiased so the mask carries gradients to vertex positions;
+    with ``supersample`` > 1 the image is rendered that many times larger and box-filtered down.
     Cameras with ``pixels`` set get the full image rendered and those pixels picked ([B, 1, P, C]).
     """
 
@@ -53,8 +54,10 @@ class MeshRenderer:
         ambient: float = 0.1,
         backend: str = "auto",
         device: torch.device | str = "cpu",
+        supersample: int = 1,
     ) -> None:
         self.device = torch.device(device)
+        self.supersample = supersample
         self.background = torch.tensor(background, device=self.device)
         self.ambient = ambient
         self.backend = backend
@@ -67,20 +70,25 @@ class MeshRenderer:
         shading: MeshShading = "albedo",
         light_dirs: Tensor | None = None,
         texture: tuple[Tensor, Tensor] | None = None,
+        vertex_colors: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        """Colour comes from ``albedo(points [N, 3]) -> [N, 3]`` at surface points, or from ``texture``:
-        ``(uvs [V, 2], image [Ht, Wt, 3])`` with the image's row 0 at v = 0 (the rasterizer's convention)."""
-        dev, backend = mesh.vertices.device, self.backend
+        """Colour comes from ``albedo(points [N, 3]) -> [N, 3]`` at surface points, from ``texture``:
+        ``(uvs [V, 2], image [Ht, Wt, 3])`` with the image's row 0 at v = 0 (the rasterizer's convention), or
+        from ``vertex_colors: [V, 3]``."""
+        dev, backend, s = mesh.vertices.device, self.backend, self.supersample
         tri = mesh.faces.to(torch.int32)
         pos = world_to_clip(mesh.vertices, cameras.to(dev))
-        rast, _ = rz.rasterize(pos, tri, (cameras.height, cameras.width), backend=backend)
-        parts = [mesh.vertices, mesh.vertex_normals()] + ([texture[0]] if texture is not None else [])
+        rast, _ = rz.rasterize(pos, tri, (cameras.height * s, cameras.width * s), backend=backend)
+        extra = texture[0] if texture is not None else vertex_colors
+        parts = [mesh.vertices, mesh.vertex_normals()] + ([extra] if extra is not None else [])
         attrs = torch.cat(parts, dim=-1)[None].expand(len(cameras), -1, -1).contiguous()
         interp = rz.interpolate(attrs, rast, tri, backend=backend)
         position, normal = interp[..., :3], F.normalize(interp[..., 3:6], dim=-1, eps=1e-12)
         if texture is not None:
             texels = rz.texture(texture[1][None].contiguous(), interp[..., 6:8].contiguous(), backend=backend)
             albedo = _Lookup(texels, rast[..., 3] > 0)
+        elif vertex_colors is not None:
+            albedo = _Lookup(interp[..., 6:9], rast[..., 3] > 0)
         covered = rast[..., 3:] > 0  # [B, H, W, 1]
         color = self._shade(position, normal, covered, albedo, shading, light_dirs)
         image = torch.where(covered, color, self.background.to(dev).expand_as(color))
@@ -89,6 +97,8 @@ class MeshRenderer:
         out = {"rgb": image, "opacity": opacity, "normal": normal * covered, "position": position * covered}
         # Rasterizer rows run bottom-up (OpenGL); flip to image row order.
         out = {k: v.flip(1) for k, v in out.items()}
+        if s > 1:  # box-filter the supersampled image down: edges as smooth as a photograph's
+            out = {k: F.avg_pool2d(v.permute(0, 3, 1, 2), s).permute(0, 2, 3, 1) for k, v in out.items()}
         if cameras.pixels is not None:
             pix = cameras.pixels.to(dev)
             out = {k: v.reshape(v.shape[0], -1, v.shape[-1]).gather(1, pix[..., None].expand(-1, -1, v.shape[-1]))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -24,7 +23,6 @@ from text3d.renderer.volume import random_light_dirs
 from text3d.stage.base import GuidedStage
 from text3d.stage.coarse import ViewSampler
 
-log = logging.getLogger(__name__)
 
 ShadingChoice = Literal["albedo", "lambertian", "textureless", "normal", "random"]
 MESH_SHADINGS = ("albedo", "lambertian", "textureless", "normal")
@@ -151,6 +149,14 @@ class GeometryStage(GuidedStage):
         if self.config.lambda_laplacian > 0:
             losses["loss_laplacian"] = laplacian_loss(mesh.vertices, mesh.faces)
         return losses
+
+    @torch.no_grad()
+    def render_views(self, cameras: Cameras) -> dict[str, Tensor]:
+        """Evaluation renders (albedo shading) of ``cameras``, one view at a time."""
+        mesh = self.mesh()
+        parts = [self.renderer.render(mesh, cameras[i].to(self.device), self.albedo_field.albedo) for i in
+                 range(len(cameras))]
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
     @torch.no_grad()
     def preview(self) -> np.ndarray:

@@ -81,7 +81,13 @@ class TextureStage(GuidedStage):
         return self.guide.step(renders, cameras, step)
 
     @torch.no_grad()
+    def render_views(self, cameras: Cameras) -> dict[str, Tensor]:
+        """Evaluation renders (albedo shading) of ``cameras``, one view at a time."""
+        parts = [self.renderer.render(self.mesh, cameras[i].to(self.device), self.field.albedo) for i in
+                 range(len(cameras))]
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+    @torch.no_grad()
     def preview(self) -> np.ndarray:
         """Evaluation views side by side: ``[H, n*W, 3]``."""
-        out = self.renderer.render(self.mesh, self.eval_cameras.to(self.device), self.field.albedo, "albedo")
-        return torch.cat(list(out["rgb"]), dim=1).clamp(0, 1).cpu().numpy()
+        return torch.cat(list(self.render_views(self.eval_cameras)["rgb"]), dim=1).clamp(0, 1).cpu().numpy()

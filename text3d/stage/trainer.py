@@ -226,6 +226,8 @@ class Trainer:
         # The final (or stopped-at) step always has a checkpoint: it marks the stage done / resumable.
         if last_ckpt is None or ckpt_step != done:
             last_ckpt = self._checkpoint(progress)
+        if cfg.preview_every and done > start and done % cfg.preview_every != 0:
+            self._preview(progress)  # the stage's final state, whatever the cadence
         for cb in self.callbacks:
             cb.on_end(progress)
         return FitResult(step=done, stopped=stopped, checkpoint=last_ckpt)
