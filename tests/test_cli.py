@@ -111,3 +111,18 @@ def test_config_command_prints_resolved_yaml_and_keys(capsys):
     assert code == 0 and yaml.safe_load(out)["seed"] == 5
     code, out, _ = run(["config", "--keys"], capsys)
     assert code == 0 and "coarse.field.encoding.log2_hashmap_size" in out
+
+
+def test_export_rebuilds_the_files_from_checkpoints(tiny_dataset, tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    assert main(["reconstruct", str(tiny_dataset), "--out", str(out_dir), "--preset", TINY, "--quiet"]) == 0
+    for name in ("model.glb", "model.obj", "model.png", "turntable.mp4"):
+        (out_dir / name).unlink()
+    code, out, err = run(["export", str(out_dir)], capsys)
+    assert code == 0, err
+    for name in ("model.glb", "model.obj", "model.mtl", "model.png", "turntable.mp4", "contact_sheet.png"):
+        assert (out_dir / name).stat().st_size > 0, name
+    mesh = trimesh.load(out_dir / "model.glb", force="mesh")
+    assert len(mesh.faces) > 0 and mesh.visual.kind == "texture"
+    code, _, err = run(["export", str(tmp_path / "nothing-here")], capsys)
+    assert code == 2 and "not a text3d run directory" in err

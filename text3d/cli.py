@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from text3d import __version__
+from text3d.batch import add_batch_parser, cmd_batch
 from text3d.errors import TrainingError, UserError
 
 PRESET_DIRS = [Path.cwd() / "configs", Path(__file__).resolve().parent.parent / "configs"]
@@ -51,6 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p, default_preset="dreamfusion-sd")
 
     p = sub.add_parser(
+        "export",
+        help="re-export a run's textured mesh, turntable and contact sheet from its checkpoints",
+        description="Rebuild model.glb, model.obj/.mtl/.png, turntable.mp4 and contact_sheet.png of RUN_DIR from its "
+        "newest geometry and texture (or coarse) checkpoints, with the run's saved config.",
+    )
+    p.add_argument("run_dir", type=Path, help="a run directory (holds config.yaml and checkpoints/)")
+
+    p = sub.add_parser(
         "make-dataset",
         help="render a procedural object or a mesh file into a NeRF-synthetic-style dataset",
         description="Render a procedural object (sphere-traced SDF) or a mesh file (rasterized) from random and "
@@ -75,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", help="preset name in configs/ or a YAML path")
     p.add_argument("--keys", action="store_true", help="list every config key with its type, default and doc")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+
+    add_batch_parser(sub)
     return parser
 
 
@@ -143,6 +154,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return _run_job(args, generate, extra)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from text3d.pipeline import export_run
+
+    result = export_run(args.run_dir)
+    print(f"wrote {', '.join(result.metrics['export']['files'])} in {args.run_dir}")
+    return 0
+
+
 def cmd_make_dataset(args: argparse.Namespace) -> int:
     from text3d.data.synthetic import make_dataset
 
@@ -209,6 +228,8 @@ def _quiet_libraries() -> None:
 COMMANDS = {
     "reconstruct": cmd_reconstruct,
     "generate": cmd_generate,
+    "export": cmd_export,
+    "batch": cmd_batch,
     "make-dataset": cmd_make_dataset,
     "config": cmd_config,
 }

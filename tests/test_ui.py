@@ -1,0 +1,247 @@
+"""The web UI, launched in-process on the tiny offline model and driven like a user: through ``gradio_client``
+(the same endpoints the page calls) and through a real headless Chromium.
+
+Set ``TEXT3D_SCREENSHOT=docs/ui.png`` to also write the browser test's screenshot there.
+"""
+
+import argparse
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+from gradio_client.utils import QueueError  # noqa: E402
+
+from text3d.ui.command import add_ui_parser  # noqa: E402
+
+STATUS, PREVIEW, MODEL, DOWNLOADS, VIDEO, GALLERY, PICKER = range(7)
+LONG = 2000  # coarse steps of a job that is meant to be cancelled
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ui_args(*argv: str) -> argparse.Namespace:
+    """``text3d ui ARGV`` parsed by the real parser."""
+    parser = argparse.ArgumentParser()
+    add_ui_parser(parser.add_subparsers())
+    return parser.parse_args(["ui", "--host", "127.0.0.1", "--port", str(free_port()), *argv])
+
+
+def serve(tmp_path_factory, model: str, *extra: str):
+    from text3d.ui.app import launch
+
+    root = tmp_path_factory.mktemp("outputs")
+    demo = launch(ui_args("--output-root", str(root), "--preset", "tiny-test", "--model", model, *extra),
+                  prevent_thread_lock=True)
+    return demo, root
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.setenv("GRADIO_TEMP_DIR", str(tmp_path_factory.mktemp("gradio-cache")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def server(env, tmp_path_factory, tiny_sd_path):
+    """The app on the tiny model with a queue of one waiting job (so the queue-full case is cheap to reach)."""
+    demo, root = serve(tmp_path_factory, str(tiny_sd_path), "--max-queue", "1")
+    yield demo.local_url, root
+    demo.close()
+
+
+def client(url: str) -> Client:
+    """A new browser session, seeing files as the server's FileData (url, orig_name) instead of downloads."""
+    return Client(url, verbose=False, download_files=False)
+
+
+def submit(c: Client, prompt: str, steps: int = 6, seed: int = 0):
+    return c.submit(prompt, "", "tiny-test", seed, steps, 7.5, api_name="/generate")
+
+
+def wait_for_step(job, timeout: float = 60.0) -> None:
+    """Until the job's streamed status shows a training step."""
+    deadline = time.monotonic() + timeout
+    while not any("step" in out[STATUS] for out in job.outputs()):
+        assert not job.done(), job.outputs()
+        assert time.monotonic() < deadline, "no progress update arrived"
+        time.sleep(0.1)
+
+
+def test_generate_streams_progress_and_serves_the_run(server):
+    url, root = server
+    job = submit(client(url), "a red cube")
+    final = job.result(timeout=120)
+    statuses = [out[STATUS] for out in job.outputs()]
+    assert statuses[0].startswith("Loading the model")
+    assert any("**coarse** (stage 1 of 3) · step" in s for s in statuses)
+    assert any("**texture** (stage 3 of 3)" in s for s in statuses)
+    assert any(out[PREVIEW] for out in job.outputs()[:-1]), "no live preview"
+    assert final[STATUS].startswith("Done in") and "a-red-cube-0" in final[STATUS]
+
+    run = root.resolve() / final[PICKER]["value"]
+    assert run.parent == root.resolve() and run.name == "a-red-cube-0"
+    # Gradio serves copies from its cache: each must be the very file in the run directory.
+    served = {final[MODEL]["orig_name"]: final[MODEL], final[VIDEO]["orig_name"]: final[VIDEO]}
+    served.update({f["orig_name"]: f for f in final[DOWNLOADS]})
+    assert set(served) == {"model.glb", "turntable.mp4", "model-obj.zip"}
+    for name, data in served.items():
+        assert httpx.get(data["url"]).content == (run / name).read_bytes(), name
+    assert [item["caption"] for item in final[GALLERY]] == ["a-red-cube-0"]
+
+    import zipfile
+
+    with zipfile.ZipFile(run / "model-obj.zip") as zf:
+        assert sorted(zf.namelist()) == ["model.mtl", "model.obj", "model.png"]
+    assert not list(run.glob(".*.tmp*")), "temp files left behind"
+
+    # The same prompt and seed again: a new folder, the finished run is not touched.
+    again = submit(client(url), "a red cube").result(timeout=120)
+    assert again[PICKER]["value"] == "a-red-cube-0-2"
+
+
+def test_cancel_stops_training_and_keeps_a_checkpoint(server):
+    url, root = server
+    c = client(url)
+    job = submit(c, "a blue sphere", steps=LONG)
+    wait_for_step(job)
+    answer = c.predict(api_name="/cancel")
+    final = job.result(timeout=60)
+    for status in (answer[STATUS], final[STATUS]):
+        assert status.startswith("Stopped at step") and "checkpoint kept" in status, status
+    step = int(final[STATUS].split()[3])
+    assert 0 < step < LONG // 10
+    run = root / "a-blue-sphere-0"
+    assert (run / "checkpoints" / f"coarse-{step:07d}.pt").is_file()
+    assert not (run / "model.glb").exists()
+    # Generate again with the same settings: it resumes from that checkpoint (then cancel it again).
+    job = submit(c, "a blue sphere", steps=LONG)
+    wait_for_step(job)
+    c.predict(api_name="/cancel")
+    first = next(out[STATUS] for out in job.outputs() if "step" in out[STATUS])
+    assert int(first.split("step ")[1].split()[0]) >= step
+    assert job.result(timeout=60)[PICKER]["value"] == "a-blue-sphere-0"
+
+
+def test_a_full_queue_is_refused_with_a_busy_error(server):
+    url, _ = server
+    sessions = [client(url) for _ in range(3)]
+    running = submit(sessions[0], "a green chair", steps=LONG)
+    wait_for_step(running)
+    jobs = [submit(c, "a wooden dog") for c in sessions[1:]]  # one may wait (max 1), the next cannot
+    refused = []
+    for job in jobs:
+        try:
+            job.result(timeout=1)
+        except QueueError as e:
+            refused.append(str(e))
+        except TimeoutError:
+            job.cancel()  # waiting in the queue: leave it
+    assert refused and "Queue is full" in refused[0]
+    sessions[0].predict(api_name="/cancel")
+    assert running.result(timeout=60)[STATUS].startswith("Stopped at step")
+
+
+def test_bad_input_is_one_clear_message(server):
+    url, root = server
+    c = client(url)
+    before = sorted(root.iterdir())
+    with pytest.raises(AppError, match="prompt has only whitespace"):
+        submit(c, "   ").result(timeout=60)
+    with pytest.raises(AppError, match="tokens"):
+        submit(c, "a red cube " * 30).result(timeout=60)
+    with pytest.raises(AppError, match="not in the list of choices"):
+        c.predict("a cube", "", "../../etc/passwd", 0, 6, 7.5, api_name="/generate")
+    with pytest.raises(AppError, match="less than minimum value 1"):
+        c.predict("a cube", "", "tiny-test", 0, 0, 7.5, api_name="/generate")
+    assert sorted(root.iterdir()) == before  # nothing written
+
+
+def test_runs_are_reopened_only_from_the_output_root(server, tmp_path):
+    url, root = server
+    c = client(url)
+    outside = tmp_path / "secret"
+    outside.mkdir()
+    (outside / "config.yaml").write_text("seed: 0\n")
+    (root / "linked").symlink_to(outside)
+    for name in ("../" + outside.name, str(outside), "linked", ".", "..", "", "no-such-run"):
+        with pytest.raises(AppError, match="no run named"):
+            c.predict(name, api_name="/open_run")
+    # Files: only the output root (and Gradio's own cache) are served; not the working directory, not /etc.
+    base = url.rstrip("/") + "/gradio_api/file="
+    assert httpx.get(base + "/etc/hostname").status_code == 403
+    assert httpx.get(base + str(Path("pyproject.toml").resolve())).status_code == 403
+    (root / "note.txt").write_text("hello")
+    assert httpx.get(base + str((root / "note.txt").resolve())).status_code == 200
+
+
+def test_missing_model_is_one_clear_message(env, tmp_path_factory):
+    demo, root = serve(tmp_path_factory, "no-such-org/no-such-model")
+    try:
+        with pytest.raises(AppError, match="no-such-org/no-such-model"):
+            submit(client(demo.local_url), "a cube").result(timeout=60)
+        assert not any(root.iterdir())
+    finally:
+        demo.close()
+
+
+# --- a real browser ------------------------------------------------------------------------------------------------
+CHROMIUM = os.environ.get("TEXT3D_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("TEXT3D_CHROMEDRIVER", "/usr/bin/chromedriver")
+
+
+@pytest.fixture
+def browser(tmp_path):
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")
+    for path in (CHROMIUM, CHROMEDRIVER):
+        if not shutil.which(path):
+            pytest.skip(f"{path} not found (apt-get install chromium chromium-driver)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", "--enable-unsafe-swiftshader", "--window-size=1400,1250",
+                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
+    yield driver
+    driver.quit()
+
+
+def test_browser_generates_and_shows_the_model(server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, _ = server
+    wait = WebDriverWait(browser, 90)
+    browser.get(url)
+    prompt = wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, "#prompt textarea, #prompt input")))
+    prompt.send_keys("a wooden chair")
+    browser.find_element(By.XPATH, "//button[normalize-space()='Generate']").click()
+    wait.until(ec.text_to_be_present_in_element((By.ID, "status"), "Done in"))
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#model3d canvas")))
+    wait.until(ec.text_to_be_present_in_element((By.ID, "downloads"), "model-obj.zip"))
+    time.sleep(2)  # let the viewer draw the model and the video load
+    shots = [tmp_path / "ui.png"]
+    if os.environ.get("TEXT3D_SCREENSHOT"):
+        shots.append(Path(os.environ["TEXT3D_SCREENSHOT"]))
+    for shot in shots:
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        assert browser.save_screenshot(str(shot)), shot
+    page = browser.find_element(By.TAG_NAME, "body").text
+    assert "a-wooden-chair-0" in page and "model.glb" in page and "model-obj.zip" in page
+    assert "Traceback" not in page

@@ -1,0 +1,287 @@
+"""The Gradio Blocks app of ``text3d ui``: a prompt in; live progress, previews and the textured model out.
+
+One job runs at a time (``concurrency_limit=1``, plus the runner's lock); the others wait in Gradio's queue, whose
+size ``launch`` bounds. Files are served from the output root only, and a run is reopened only by the name of a
+direct child of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from text3d.cli import PRESET_DIRS
+from text3d.config import Layer, build, load_yaml, resolve_preset, to_dict
+from text3d.config.schema import Text3DConfig
+from text3d.errors import TrainingError, UserError
+from text3d.ui.command import parse_auth
+from text3d.ui.jobs import Job, JobRunner
+from text3d.ui.runs import RunView, choose_run_dir, list_runs, resolve_run
+
+STAGES = ("coarse", "geometry", "texture")
+CANCEL_WAIT = 60.0
+"""Seconds Cancel waits for the current step to end and the checkpoint to be written."""
+N_OUTPUTS = 7
+"""status, preview, model, downloads, turntable, past-runs gallery, run picker: what every handler returns."""
+
+
+def preset_names() -> list[str]:
+    """The presets the form offers (``configs/*.yaml``); no other name (or path) is accepted from a browser."""
+    return sorted({p.stem for d in PRESET_DIRS if d.is_dir() for p in d.glob("*.yaml")})
+
+
+def base_config(preset: str, model: str | None, overrides: list[str]) -> Text3DConfig:
+    """The preset, then ``--model``, then the launch-time overrides: what the form starts from."""
+    layers = [load_yaml(resolve_preset(preset, PRESET_DIRS))]
+    if model:
+        layers.append(Layer({"guide": {"sds": {"model": {"model": model}}}}, source="--model"))
+    return build(Text3DConfig, layers, overrides)
+
+
+def job_config(
+    base: Text3DConfig, prompt: str, negative: str, seed: int, steps: int, guidance: float
+) -> Text3DConfig:
+    """``base`` with the form's values. ``steps`` sets ``coarse.max_steps`` and scales ``geometry.max_steps`` and
+    ``texture.max_steps`` by the same factor (at least 1), so one number sizes the whole run."""
+    scale = steps / base.coarse.max_steps
+    form = {
+        "prompt": {"text": prompt, "negative": negative},
+        "seed": seed,
+        "coarse": {"max_steps": steps},
+        "geometry": {"max_steps": max(1, round(base.geometry.max_steps * scale))},
+        "texture": {"max_steps": max(1, round(base.texture.max_steps * scale))},
+        "guide": {"sds": {"guidance_scale": guidance}},
+    }
+    return build(Text3DConfig, [Layer(to_dict(base), source="preset"), Layer(form, source="web UI")])
+
+
+def _clock(seconds: float) -> str:
+    minutes, s = divmod(int(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{s:02d}" if minutes >= 60 else f"{minutes}:{s:02d}"
+
+
+def job_status(job: Job) -> str:
+    """One Markdown line on a running job: stage, step, times, losses."""
+    total = _clock(time.monotonic() - job.started)
+    p = job.progress
+    if job.waiting:
+        return f"Waiting for the previous generation to stop… ({total})"
+    if p is None:
+        return f"Loading the model… ({total})"
+    stages = [s for s in STAGES if getattr(job.config, s).enabled]
+    n = stages.index(p.stage) + 1 if p.stage in stages else 0
+    if job.stage_done:
+        nxt = "exporting the textured mesh, OBJ and turntable" if n == len(stages) else "preparing the next stage"
+        return f"**{p.stage}** done: {nxt}… ({total} in all)"
+    losses = ", ".join(f"{k} {v:.4g}" for k, v in p.losses.items())
+    return (
+        f"**{p.stage}** (stage {n} of {len(stages)}) · step {p.step} / {p.max_steps} · "
+        f"{_clock(p.elapsed)} in this stage, about {_clock(p.eta)} left · {total} in all"
+        + (f"  \n{losses}" if losses else "")
+    )
+
+
+def _error(e: Exception) -> gr.Error:
+    # Expected failures (bad prompt, missing model, a non-finite loss) are one line; anything else says where to look.
+    message = str(e) if isinstance(e, (UserError, TrainingError)) else (
+        f"generation failed ({type(e).__name__}: {e}); the server log has the details"
+    )
+    return gr.Error(message, print_exception=False)
+
+
+class App:
+    """The handlers behind the Blocks layout; state that outlives a request lives here."""
+
+    def __init__(self, output_root: Path, default_preset: str, model: str | None, base_overrides: list[str]) -> None:
+        self.root = output_root
+        self.model = model
+        self.overrides = list(base_overrides)
+        self.runner = JobRunner()
+        self.default = self.base(default_preset)  # fails at launch, not at the first click, on a bad setup
+
+    def base(self, preset: str) -> Text3DConfig:
+        if preset not in preset_names():
+            raise UserError(f"unknown preset {preset!r} (choose one of {', '.join(preset_names())})")
+        return base_config(preset, self.model, self.overrides)
+
+    # --- what the outputs show ---
+    def runs(self) -> tuple[Any, Any]:
+        """The past-runs gallery and the run picker's choices."""
+        views = [RunView.of(run) for run in list_runs(self.root)]
+        items = [(str(v.thumbnail), v.path.name) for v in views if v.thumbnail is not None]
+        return items, gr.Dropdown(choices=[v.path.name for v in views])
+
+    def show_run(self, run: Path, status: str) -> tuple:
+        view = RunView.of(run)
+        gallery, picker = self.runs()
+        picker = gr.Dropdown(choices=picker.choices, value=run.name)
+        files = [str(p) for p in view.downloads] or None
+        return (status, _path(view.preview), _path(view.model), files, _path(view.video), gallery, picker)
+
+    def finished(self, job: Job) -> tuple:
+        """The outputs once ``job`` has ended; raises the job's error as a gr.Error."""
+        if job.error is not None:
+            raise _error(job.error)
+        p = job.progress
+        if job.stopped and p is None:
+            return ("Cancelled before it started.", *[gr.skip()] * (N_OUTPUTS - 1))
+        if job.stopped:
+            where = f" (`checkpoints/{job.checkpoint.name}`)" if job.checkpoint else ""
+            return self.show_run(
+                job.run_dir,
+                f"Stopped at step {p.step} of the {p.stage} stage; checkpoint kept{where}. "
+                "Generate again with the same settings to continue from it.",
+            )
+        took = _clock(time.monotonic() - job.started)
+        return self.show_run(job.run_dir, f"Done in {took}: **{job.run_dir.name}**")
+
+    # --- event handlers ---
+    def generate(
+        self,
+        prompt: str,
+        negative: str,
+        preset: str,
+        seed: float,
+        steps: float,
+        guidance: float,
+        request: gr.Request,
+        progress: gr.Progress = gr.Progress(),
+    ) -> Iterator[tuple]:
+        """Start a job for this browser session and stream its progress; end with its results."""
+        try:
+            config = job_config(self.base(preset), prompt or "", negative or "", int(seed), int(steps), guidance)
+            run_dir, resume = choose_run_dir(self.root, config)
+        except UserError as e:
+            raise _error(e) from None
+        job = self.runner.start(request.session_hash or "", config, run_dir, resume)
+        try:
+            yield (job_status(job), None, None, None, None, gr.skip(), gr.skip())  # clear the last result
+            shown = None
+            for _ in job.updates():
+                if job.progress is not None:
+                    progress((job.progress.step, job.progress.max_steps), desc=job.progress.stage, unit="steps")
+                # Send a preview only when it is a new one: each sent file is hashed into Gradio's cache.
+                preview = gr.skip() if job.preview == shown else _path(job.preview)
+                shown = job.preview
+                yield (job_status(job), preview, *[gr.skip()] * (N_OUTPUTS - 2))
+            yield self.finished(job)
+        finally:
+            job.cancel()  # a no-op once it ended; stops it if Gradio dropped this generator (page closed)
+
+    def cancel(self, request: gr.Request) -> tuple:
+        """Stop this session's job after its current step; it keeps a checkpoint of the last completed step."""
+        job = self.runner.job_of(request.session_hash or "")
+        if job is None:
+            gr.Info("Nothing to cancel: no generation of yours is running.")
+            return (gr.skip(),) * N_OUTPUTS
+        job.cancel()
+        if not job.wait(CANCEL_WAIT):
+            return ("Stopping after the current step; the checkpoint will be kept.", *[gr.skip()] * (N_OUTPUTS - 1))
+        return self.finished(job)
+
+    def open_run(self, name: str | None) -> tuple:
+        """Show a past run, given its directory name (validated: a direct child of the output root)."""
+        try:
+            run = resolve_run(self.root, name or "")
+        except UserError as e:
+            raise _error(e) from None
+        view = RunView.of(run)
+        state = "finished" if view.finished else "stopped or still running; Generate with its settings to continue"
+        return self.show_run(run, f"**{run.name}** ({state})")
+
+    def open_selected(self, evt: gr.SelectData) -> tuple:
+        # The caption is the run's name; it goes through the same validation as a typed name.
+        return self.open_run(evt.value.get("caption") if isinstance(evt.value, dict) else None)
+
+    def preset_defaults(self, preset: str) -> tuple[int, float]:
+        try:
+            cfg = self.base(preset)
+        except UserError as e:
+            raise _error(e) from None
+        return cfg.coarse.max_steps, cfg.guide.sds.guidance_scale
+
+
+def _path(p: Path | None) -> str | None:
+    return str(p) if p is not None else None
+
+
+def build_app(output_root: Path, default_preset: str, model: str | None, base_overrides: list[str]) -> gr.Blocks:
+    """The Blocks app; ``launch`` adds the queue bound and the file-serving rules."""
+    app = App(Path(output_root).resolve(), default_preset, model, base_overrides)
+    cfg = app.default
+    model_name = Path(cfg.guide.sds.model.model).name  # not the server's folder layout
+    with gr.Blocks(title="text3d", analytics_enabled=False) as demo:
+        gr.Markdown(f"# text3d\nText to a textured 3D model by score distillation of `{model_name}`.")
+        with gr.Row():
+            with gr.Column(scale=2):
+                prompt = gr.Textbox(label="Prompt", placeholder="a ceramic mug of coffee", elem_id="prompt")
+                negative = gr.Textbox(label="Negative prompt", value=cfg.prompt.negative)
+                with gr.Row():
+                    preset = gr.Dropdown(preset_names(), value=default_preset, label="Preset")
+                    seed = gr.Number(cfg.seed, label="Seed", precision=0, minimum=0)
+                with gr.Row():
+                    steps = gr.Number(cfg.coarse.max_steps, label="Steps", precision=0, minimum=1,
+                                      info="coarse steps; geometry and texture steps scale with it")
+                    guidance = gr.Number(cfg.guide.sds.guidance_scale, label="Guidance scale", minimum=0)
+                with gr.Row():
+                    start = gr.Button("Generate", variant="primary")
+                    stop = gr.Button("Cancel", variant="stop")
+                status = gr.Markdown("Ready.", elem_id="status")
+                preview = gr.Image(label="Live preview", type="filepath", interactive=False, height=260)
+            with gr.Column(scale=3):
+                model3d = gr.Model3D(label="Model (model.glb)", height=420, elem_id="model3d")
+                with gr.Row():
+                    turntable = gr.Video(label="Turntable", autoplay=True, loop=True, interactive=False, height=240)
+                    downloads = gr.File(label="Downloads", file_count="multiple", interactive=False,
+                                        elem_id="downloads")
+        with gr.Accordion("Past runs", open=True):
+            gallery = gr.Gallery(label="Contact sheets (click to open)", columns=6, height=240,
+                                 allow_preview=False, elem_id="past-runs")
+            picker = gr.Dropdown(label="Open a run", allow_custom_value=True)
+
+        outputs = [status, preview, model3d, downloads, turntable, gallery, picker]
+        running = gr.on(
+            [start.click, prompt.submit],
+            app.generate,
+            [prompt, negative, preset, seed, steps, guidance],
+            outputs,
+            api_name="generate",
+            concurrency_limit=1,
+            show_progress="minimal",
+        )
+        # The server-side stop (works for API clients too), plus Gradio's own cancel of this session's event,
+        # which also drops a job still waiting in the queue.
+        stop.click(app.cancel, None, outputs, api_name="cancel", queue=False, cancels=[running])
+        preset.input(app.preset_defaults, preset, [steps, guidance], api_visibility="private", queue=False)
+        picker.input(app.open_run, picker, outputs, api_name="open_run", queue=False)
+        gallery.select(app.open_selected, None, outputs, api_visibility="private", queue=False)
+        demo.load(app.runs, None, [gallery, picker], api_visibility="private", queue=False)
+    return demo
+
+
+def launch(args: argparse.Namespace, prevent_thread_lock: bool = False) -> gr.Blocks:
+    """Build the app from ``text3d ui``'s options and serve it (blocks unless ``prevent_thread_lock``)."""
+    root = Path(args.output_root).resolve()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create output root {root}: {e.strerror}") from None
+    demo = build_app(root, args.preset, args.model, args.overrides)
+    demo.queue(max_size=args.max_queue)
+    demo.launch(
+        server_name=args.host,
+        server_port=args.port,
+        share=args.share,
+        auth=parse_auth(args.auth),
+        # Gradio copies each returned file into its cache and serves it from there; besides that cache, the
+        # output root is the only folder whose files may be returned or fetched.
+        allowed_paths=[str(root)],
+        ssr_mode=False,
+        prevent_thread_lock=prevent_thread_lock,
+    )
+    return demo

@@ -1,0 +1,58 @@
+"""The ``text3d ui`` verb. Gradio is imported only when the verb runs, so the rest of the CLI stays fast."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from text3d.errors import UserError
+from text3d.run import DEFAULT_OUTPUT_ROOT
+
+DEFAULT_PRESET = "preview"
+
+
+def add_ui_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "ui",
+        help="serve the web UI (Gradio): prompt in, live progress, the textured model out",
+        description="Serve a web UI that runs text3d generate jobs one at a time (the rest wait in a bounded "
+        "queue), with live progress and previews, Cancel, the 3D model, downloads and the past runs in "
+        "--output-root. KEY=VALUE overrides apply to every job, before the form's values.",
+    )
+    p.add_argument("--host", help="address to listen on (default: 127.0.0.1, or $GRADIO_SERVER_NAME); "
+                   "0.0.0.0 serves the whole network")
+    p.add_argument("--port", type=int, help="port (default: 7860, or $GRADIO_SERVER_PORT)")
+    p.add_argument("--share", action="store_true", help="also open a temporary public gradio.live link")
+    p.add_argument("--auth", metavar="USER:PASS", help="require this login")
+    p.add_argument("--output-root", type=Path, default=DEFAULT_OUTPUT_ROOT,
+                   help=f"where runs are written and listed; the only folder the UI serves files from "
+                   f"(default: {DEFAULT_OUTPUT_ROOT})")
+    p.add_argument("--preset", default=DEFAULT_PRESET, help=f"preset selected at first (default: {DEFAULT_PRESET})")
+    p.add_argument("--model", help="diffusers model id or local folder for every job (sets guide.sds.model.model)")
+    p.add_argument("--max-queue", type=int, default=4, help="jobs that may wait behind the running one (default: 4)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides for every job")
+    return p
+
+
+def parse_auth(value: str | None) -> tuple[str, str] | None:
+    """``USER:PASS`` as Gradio's ``auth`` tuple (the password may contain colons)."""
+    if value is None:
+        return None
+    user, sep, password = value.partition(":")
+    if not sep or not user or not password:
+        raise UserError("--auth takes USER:PASS")
+    return user, password
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    # Check what is cheap to check before the slow Gradio import.
+    for o in args.overrides:
+        if "=" not in o:
+            raise UserError(f"unexpected argument '{o}': overrides take the form KEY=VALUE")
+    if args.max_queue < 1:
+        raise UserError("--max-queue must be >= 1")
+    parse_auth(args.auth)
+    from text3d.ui.app import launch
+
+    launch(args)
+    return 0

@@ -1,0 +1,118 @@
+"""Run directories under the web UI's output root: where a job writes, safe look-up by name, what to show."""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from text3d.config import build, diff, load_yaml
+from text3d.config.schema import Text3DConfig
+from text3d.errors import UserError
+from text3d.io import atomic_path
+from text3d.run import slugify
+
+OBJ_PARTS = ("model.obj", "model.mtl", "model.png")
+OBJ_BUNDLE = "model-obj.zip"
+
+
+def is_finished(run: Path) -> bool:
+    """A run that got through export (``metrics.json`` is written last)."""
+    return (run / "metrics.json").is_file() and (run / "model.glb").is_file()
+
+
+def _same_config(run: Path, config: Text3DConfig) -> bool:
+    try:
+        return not diff(build(Text3DConfig, [load_yaml(run / "config.yaml")]), config)
+    except UserError:  # written by an older schema: not resumable with this config
+        return False
+
+
+def choose_run_dir(root: Path, config: Text3DConfig) -> tuple[Path, bool]:
+    """Where a job writes, and whether it resumes: ``<prompt-slug>-<seed>``, or ``…-2``, ``…-3`` once taken.
+
+    A stopped (unfinished) run of the very same config is resumed, so Cancel then Generate continues from the
+    checkpoint; a finished run or a different config is never touched. User text reaches the path only
+    through :func:`slugify`.
+    """
+    base = f"{slugify(config.prompt.text)}-{config.seed}"
+    path, n = root / base, 1
+    while (path / "config.yaml").exists():
+        if not is_finished(path) and _same_config(path, config):
+            return path, True
+        n += 1
+        path = root / f"{base}-{n}"
+    return path, False
+
+
+def resolve_run(root: Path, name: str) -> Path:
+    """The run called ``name`` under ``root``, or a UserError unless it is a direct child of ``root`` (after
+    resolving links) holding a run's ``config.yaml``: a name from a browser is never trusted as a path."""
+    if not name or name in (".", "..") or any(c in name for c in "/\\\0"):
+        raise UserError(f"no run named {name!r}")
+    root = root.resolve()
+    path = (root / name).resolve()
+    if path.parent != root or not (path / "config.yaml").is_file():
+        raise UserError(f"no run named {name!r}")
+    return path
+
+
+def list_runs(root: Path, limit: int = 48) -> list[Path]:
+    """Run directories directly under ``root``, newest first."""
+    if not root.is_dir():
+        return []
+    runs = [p for p in root.iterdir() if p.is_dir() and not p.is_symlink() and (p / "config.yaml").is_file()]
+    return sorted(runs, key=lambda p: p.stat().st_mtime, reverse=True)[:limit]
+
+
+def obj_bundle(run: Path) -> Path | None:
+    """``model-obj.zip`` (OBJ + MTL + texture) in ``run``, rebuilt atomically when older than its parts."""
+    parts = [run / name for name in OBJ_PARTS]
+    if not all(p.is_file() for p in parts):
+        return None
+    bundle = run / OBJ_BUNDLE
+    if bundle.is_file() and bundle.stat().st_mtime >= max(p.stat().st_mtime for p in parts):
+        return bundle
+    # Two viewers opening the same run each write a temp file and rename it: neither sees a torn zip.
+    with atomic_path(bundle) as tmp:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+            for p in parts:
+                zf.write(p, arcname=p.name)
+    return bundle
+
+
+def _file(path: Path) -> Path | None:
+    return path if path.is_file() else None
+
+
+@dataclass
+class RunView:
+    """The files of a run directory that the UI shows (any may be missing in a stopped run)."""
+
+    path: Path
+    finished: bool
+    model: Path | None = None
+    downloads: list[Path] = field(default_factory=list)
+    video: Path | None = None
+    contact_sheet: Path | None = None
+    preview: Path | None = None
+    """The newest preview image."""
+
+    @classmethod
+    def of(cls, run: Path) -> RunView:
+        previews = sorted((run / "previews").glob("*.png"), key=lambda p: p.stat().st_mtime)
+        model = _file(run / "model.glb")
+        bundle = obj_bundle(run)
+        return cls(
+            path=run,
+            finished=is_finished(run),
+            model=model,
+            downloads=[p for p in (model, bundle) if p is not None],
+            video=_file(run / "turntable.mp4"),
+            contact_sheet=_file(run / "contact_sheet.png"),
+            preview=previews[-1] if previews else None,
+        )
+
+    @property
+    def thumbnail(self) -> Path | None:
+        return self.contact_sheet or self.preview
