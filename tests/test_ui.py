@@ -9,19 +9,18 @@ import os
 import shutil
 import socket
 import time
+import zipfile
 from pathlib import Path
 
 import httpx
 import pytest
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+from gradio_client.utils import QueueError
 
-gradio_client = pytest.importorskip("gradio_client")
-from gradio_client import Client  # noqa: E402
-from gradio_client.exceptions import AppError  # noqa: E402
-from gradio_client.utils import QueueError  # noqa: E402
+from text3d.ui.command import add_ui_parser
 
-from text3d.ui.command import add_ui_parser  # noqa: E402
-
-STATUS, PREVIEW, MODEL, DOWNLOADS, VIDEO, GALLERY, PICKER = range(7)
+STATUS, PREVIEW, DOWNLOADS, VIDEO, GALLERY, PICKER, MODEL = range(7)
 LONG = 2000  # coarse steps of a job that is meant to be cancelled
 
 
@@ -57,8 +56,8 @@ def env(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(env, tmp_path_factory, tiny_sd_path):
-    """The app on the tiny model with a queue of one waiting job (so the queue-full case is cheap to reach)."""
-    demo, root = serve(tmp_path_factory, str(tiny_sd_path), "--max-queue", "1")
+    """The app on the tiny model, shared by the tests (each is its own browser session)."""
+    demo, root = serve(tmp_path_factory, str(tiny_sd_path))
     yield demo.local_url, root
     demo.close()
 
@@ -95,22 +94,35 @@ def test_generate_streams_progress_and_serves_the_run(server):
     run = root.resolve() / final[PICKER]["value"]
     assert run.parent == root.resolve() and run.name == "a-red-cube-0"
     # Gradio serves copies from its cache: each must be the very file in the run directory.
-    served = {final[MODEL]["orig_name"]: final[MODEL], final[VIDEO]["orig_name"]: final[VIDEO]}
-    served.update({f["orig_name"]: f for f in final[DOWNLOADS]})
+    served = {f["orig_name"]: f for f in [*final[DOWNLOADS], final[VIDEO]]}
     assert set(served) == {"model.glb", "turntable.mp4", "model-obj.zip"}
     for name, data in served.items():
         assert httpx.get(data["url"]).content == (run / name).read_bytes(), name
     assert [item["caption"] for item in final[GALLERY]] == ["a-red-cube-0"]
-
-    import zipfile
-
+    opened = client(url).predict("a-red-cube-0", api_name="/open_run")  # what a click in the gallery shows
+    assert opened[MODEL]["orig_name"] == "model.glb"
+    assert httpx.get(opened[MODEL]["url"]).content == (run / "model.glb").read_bytes()
     with zipfile.ZipFile(run / "model-obj.zip") as zf:
         assert sorted(zf.namelist()) == ["model.mtl", "model.obj", "model.png"]
     assert not list(run.glob(".*.tmp*")), "temp files left behind"
 
-    # The same prompt and seed again: a new folder, the finished run is not touched.
-    again = submit(client(url), "a red cube").result(timeout=120)
-    assert again[PICKER]["value"] == "a-red-cube-0-2"
+
+def test_run_directories_never_overwrite_a_finished_run(tmp_path):
+    from text3d.cli import load_config
+    from text3d.config import to_yaml
+    from text3d.ui.runs import choose_run_dir
+
+    config = load_config("tiny-test", ["prompt.text=A red cube!"])
+    assert choose_run_dir(tmp_path, config) == (tmp_path / "a-red-cube-0", False)
+    stopped = tmp_path / "a-red-cube-0"
+    stopped.mkdir()
+    (stopped / "config.yaml").write_text(to_yaml(config))
+    assert choose_run_dir(tmp_path, config) == (stopped, True)  # same settings: continue it
+    other = load_config("tiny-test", ["prompt.text=A red cube!", "coarse.max_steps=7"])
+    assert choose_run_dir(tmp_path, other) == (tmp_path / "a-red-cube-0-2", False)
+    (stopped / "metrics.json").write_text("{}")
+    (stopped / "model.glb").write_bytes(b"")
+    assert choose_run_dir(tmp_path, config) == (tmp_path / "a-red-cube-0-2", False)  # finished: left alone
 
 
 def test_cancel_stops_training_and_keeps_a_checkpoint(server):
@@ -136,23 +148,26 @@ def test_cancel_stops_training_and_keeps_a_checkpoint(server):
     assert job.result(timeout=60)[PICKER]["value"] == "a-blue-sphere-0"
 
 
-def test_a_full_queue_is_refused_with_a_busy_error(server):
-    url, _ = server
-    sessions = [client(url) for _ in range(3)]
-    running = submit(sessions[0], "a green chair", steps=LONG)
-    wait_for_step(running)
-    jobs = [submit(c, "a wooden dog") for c in sessions[1:]]  # one may wait (max 1), the next cannot
-    refused = []
-    for job in jobs:
-        try:
-            job.result(timeout=1)
-        except QueueError as e:
-            refused.append(str(e))
-        except TimeoutError:
-            job.cancel()  # waiting in the queue: leave it
-    assert refused and "Queue is full" in refused[0]
-    sessions[0].predict(api_name="/cancel")
-    assert running.result(timeout=60)[STATUS].startswith("Stopped at step")
+def test_a_full_queue_is_refused_with_a_busy_error(env, tmp_path_factory, tiny_sd_path):
+    demo, _ = serve(tmp_path_factory, str(tiny_sd_path), "--max-queue", "1")
+    try:
+        sessions = [client(demo.local_url) for _ in range(3)]
+        running = submit(sessions[0], "a green chair", steps=LONG)
+        wait_for_step(running)
+        jobs = [submit(c, "a wooden dog") for c in sessions[1:]]  # one may wait (max 1), the next cannot
+        refused = []
+        for job in jobs:
+            try:
+                job.result(timeout=1)
+            except QueueError as e:
+                refused.append(str(e))
+            except TimeoutError:
+                job.cancel()  # waiting in the queue: withdraw it
+        assert refused and "Queue is full" in refused[0]
+        sessions[0].predict(api_name="/cancel")
+        assert running.result(timeout=60)[STATUS].startswith("Stopped at step")
+    finally:
+        demo.close()
 
 
 def test_bad_input_is_one_clear_message(server):
@@ -170,7 +185,7 @@ def test_bad_input_is_one_clear_message(server):
     assert sorted(root.iterdir()) == before  # nothing written
 
 
-def test_runs_are_reopened_only_from_the_output_root(server, tmp_path):
+def test_only_the_output_root_is_exposed(server, tmp_path):
     url, root = server
     c = client(url)
     outside = tmp_path / "secret"
@@ -183,9 +198,12 @@ def test_runs_are_reopened_only_from_the_output_root(server, tmp_path):
     # Files: only the output root (and Gradio's own cache) are served; not the working directory, not /etc.
     base = url.rstrip("/") + "/gradio_api/file="
     assert httpx.get(base + "/etc/hostname").status_code == 403
-    assert httpx.get(base + str(Path("pyproject.toml").resolve())).status_code == 403
+    assert httpx.get(base + str(Path(__file__).resolve())).status_code == 403
     (root / "note.txt").write_text("hello")
     assert httpx.get(base + str((root / "note.txt").resolve())).status_code == 200
+    # The form takes no files, so Gradio's upload route (always open) is capped.
+    upload = httpx.post(url.rstrip("/") + "/gradio_api/upload", files={"files": ("big.bin", bytes(2 << 20))})
+    assert upload.status_code == 413
 
 
 def test_missing_model_is_one_clear_message(env, tmp_path_factory):
@@ -213,7 +231,8 @@ def browser(tmp_path):
     options.binary_location = CHROMIUM
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--enable-unsafe-swiftshader", "--window-size=1400,1250",
+                 # Software WebGL for the 3D viewer; newer Chromiums want it asked for.
+                 "--disable-dev-shm-usage", "--enable-unsafe-swiftshader", "--window-size=1400,1500",
                  f"--user-data-dir={tmp_path / 'chromium-profile'}"):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
@@ -234,7 +253,8 @@ def test_browser_generates_and_shows_the_model(server, browser, tmp_path):
     browser.find_element(By.XPATH, "//button[normalize-space()='Generate']").click()
     wait.until(ec.text_to_be_present_in_element((By.ID, "status"), "Done in"))
     wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#model3d canvas")))
-    wait.until(ec.text_to_be_present_in_element((By.ID, "downloads"), "model-obj.zip"))
+    for name in ("model.glb", "model-obj.zip"):
+        wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, f"#downloads a[download='{name}']")))
     time.sleep(2)  # let the viewer draw the model and the video load
     shots = [tmp_path / "ui.png"]
     if os.environ.get("TEXT3D_SCREENSHOT"):
@@ -242,6 +262,9 @@ def test_browser_generates_and_shows_the_model(server, browser, tmp_path):
     for shot in shots:
         shot.parent.mkdir(parents=True, exist_ok=True)
         assert browser.save_screenshot(str(shot)), shot
-    page = browser.find_element(By.TAG_NAME, "body").text
-    assert "a-wooden-chair-0" in page and "model.glb" in page and "model-obj.zip" in page
-    assert "Traceback" not in page
+    status = browser.find_element(By.ID, "status").text
+    assert status.startswith("Done in") and "a-wooden-chair-0" in status
+    assert "Traceback" not in browser.find_element(By.TAG_NAME, "body").text
+    # A click on a past run's contact sheet reopens it.
+    browser.find_element(By.CSS_SELECTOR, "#past-runs img[alt='a-wooden-chair-0']").click()
+    wait.until(ec.text_to_be_present_in_element((By.ID, "status"), "a-wooden-chair-0 (finished)"))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from text3d import __version__
 from text3d.batch import add_batch_parser, cmd_batch
+from text3d.ui.command import add_ui_parser, cmd_ui
 from text3d.errors import TrainingError, UserError
 
 PRESET_DIRS = [Path.cwd() / "configs", Path(__file__).resolve().parent.parent / "configs"]
@@ -86,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
 
     add_batch_parser(sub)
+    add_ui_parser(sub)
     return parser
 
 
@@ -131,9 +133,9 @@ def _run_job(args: argparse.Namespace, job, extra: list[tuple[str, object]], nam
     if result.stopped:
         print(f"stopped; continue with: text3d {args.command} ... --out {out} --resume")
         return 1
-    m = result.metrics["coarse"]
-    psnr = f"test PSNR {m['psnr']:.2f} dB; " if "psnr" in m else ""
-    print(f"{psnr}wrote {out}/coarse.glb and {out}/metrics.json")
+    e = result.metrics.get("export", {})
+    score = f"exported mesh: test PSNR {e['psnr']:.2f} dB; " if "psnr" in e else ""
+    print(f"{score}wrote {out}/model.glb, model.obj and metrics.json")
     return 0
 
 
@@ -230,6 +232,7 @@ COMMANDS = {
     "generate": cmd_generate,
     "export": cmd_export,
     "batch": cmd_batch,
+    "ui": cmd_ui,
     "make-dataset": cmd_make_dataset,
     "config": cmd_config,
 }

@@ -1,8 +1,7 @@
 """The Gradio Blocks app of ``text3d ui``: a prompt in; live progress, previews and the textured model out.
 
-One job runs at a time (``concurrency_limit=1``, plus the runner's lock); the others wait in Gradio's queue, whose
-size ``launch`` bounds. Files are served from the output root only, and a run is reopened only by the name of a
-direct child of it.
+One job runs at a time (``concurrency_limit=1``, plus the runner's lock); the others wait in Gradio's bounded
+queue. Files are served from the output root only, and a run is reopened only by the name of a direct child of it.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ import argparse
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import gradio as gr
 
@@ -19,15 +17,19 @@ from text3d.cli import PRESET_DIRS
 from text3d.config import Layer, build, load_yaml, resolve_preset, to_dict
 from text3d.config.schema import Text3DConfig
 from text3d.errors import TrainingError, UserError
+from text3d.run import DEFAULT_OUTPUT_ROOT
 from text3d.ui.command import parse_auth
 from text3d.ui.jobs import Job, JobRunner
-from text3d.ui.runs import RunView, choose_run_dir, list_runs, resolve_run
+from text3d.ui.runs import RunView, list_runs, resolve_run
 
 STAGES = ("coarse", "geometry", "texture")
 CANCEL_WAIT = 60.0
 """Seconds Cancel waits for the current step to end and the checkpoint to be written."""
+CSS = "#preview img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }"
+"""Previews are small renders (64² and less): show them filling their box, unblurred."""
 N_OUTPUTS = 7
-"""status, preview, model, downloads, turntable, past-runs gallery, run picker: what every handler returns."""
+"""status, preview, downloads, turntable, past-runs gallery, run picker, 3D model: what the handlers return.
+``generate`` streams the first six; the viewer gets the model from a follow-up event (see ``build_app``)."""
 
 
 def preset_names() -> list[str]:
@@ -66,7 +68,7 @@ def _clock(seconds: float) -> str:
 
 
 def job_status(job: Job) -> str:
-    """One Markdown line on a running job: stage, step, times, losses."""
+    """Markdown on a running job: stage, step, times, then the latest losses."""
     total = _clock(time.monotonic() - job.started)
     p = job.progress
     if job.waiting:
@@ -110,18 +112,22 @@ class App:
         return base_config(preset, self.model, self.overrides)
 
     # --- what the outputs show ---
-    def runs(self) -> tuple[Any, Any]:
-        """The past-runs gallery and the run picker's choices."""
+    def _runs(self) -> tuple[list[tuple[str, str]], list[str]]:
+        """The past-runs gallery (thumbnail, run name) and the names of all runs."""
         views = [RunView.of(run) for run in list_runs(self.root)]
-        items = [(str(v.thumbnail), v.path.name) for v in views if v.thumbnail is not None]
-        return items, gr.Dropdown(choices=[v.path.name for v in views])
+        gallery = [(str(v.thumbnail), v.path.name) for v in views if v.thumbnail is not None]
+        return gallery, [v.path.name for v in views]
+
+    def runs(self) -> tuple[list[tuple[str, str]], gr.Dropdown]:
+        gallery, names = self._runs()
+        return gallery, gr.Dropdown(choices=names)
 
     def show_run(self, run: Path, status: str) -> tuple:
         view = RunView.of(run)
-        gallery, picker = self.runs()
-        picker = gr.Dropdown(choices=picker.choices, value=run.name)
-        files = [str(p) for p in view.downloads] or None
-        return (status, _path(view.preview), _path(view.model), files, _path(view.video), gallery, picker)
+        gallery, names = self._runs()
+        files = [str(p) for p in view.downloads()] or None
+        picker = gr.Dropdown(choices=names, value=run.name)
+        return (status, _path(view.preview), files, _path(view.video), gallery, picker, _path(view.model))
 
     def finished(self, job: Job) -> tuple:
         """The outputs once ``job`` has ended; raises the job's error as a gr.Error."""
@@ -150,17 +156,18 @@ class App:
         steps: float,
         guidance: float,
         request: gr.Request,
-        progress: gr.Progress = gr.Progress(),
+        progress: gr.Progress = gr.Progress(),  # noqa: B008 -- Gradio finds its tracker by this default
     ) -> Iterator[tuple]:
         """Start a job for this browser session and stream its progress; end with its results."""
+        if seed is None or steps is None or guidance is None:  # a cleared number field
+            raise gr.Error("Seed, steps and guidance scale need a value.", print_exception=False)
         try:
             config = job_config(self.base(preset), prompt or "", negative or "", int(seed), int(steps), guidance)
-            run_dir, resume = choose_run_dir(self.root, config)
         except UserError as e:
             raise _error(e) from None
-        job = self.runner.start(request.session_hash or "", config, run_dir, resume)
+        job = self.runner.start(request.session_hash or "", config, self.root)
         try:
-            yield (job_status(job), None, None, None, None, gr.skip(), gr.skip())  # clear the last result
+            yield (job_status(job), None, None, None, gr.skip(), gr.skip())  # clear the last result
             shown = None
             for _ in job.updates():
                 if job.progress is not None:
@@ -168,16 +175,16 @@ class App:
                 # Send a preview only when it is a new one: each sent file is hashed into Gradio's cache.
                 preview = gr.skip() if job.preview == shown else _path(job.preview)
                 shown = job.preview
-                yield (job_status(job), preview, *[gr.skip()] * (N_OUTPUTS - 2))
-            yield self.finished(job)
+                yield (job_status(job), preview, *[gr.skip()] * (N_OUTPUTS - 3))
+            yield self.finished(job)[:-1]
         finally:
             job.cancel()  # a no-op once it ended; stops it if Gradio dropped this generator (page closed)
 
     def cancel(self, request: gr.Request) -> tuple:
         """Stop this session's job after its current step; it keeps a checkpoint of the last completed step."""
         job = self.runner.job_of(request.session_hash or "")
-        if job is None:
-            gr.Info("Nothing to cancel: no generation of yours is running.")
+        if job is None:  # the browser's own cancel has withdrawn a request still waiting in the queue, if any
+            gr.Info("No generation of yours is running.")
             return (gr.skip(),) * N_OUTPUTS
         job.cancel()
         if not job.wait(CANCEL_WAIT):
@@ -193,6 +200,13 @@ class App:
         view = RunView.of(run)
         state = "finished" if view.finished else "stopped or still running; Generate with its settings to continue"
         return self.show_run(run, f"**{run.name}** ({state})")
+
+    def model_of(self, name: str | None) -> str | None:
+        """The model.glb of a run, for the 3D viewer once ``generate`` has ended."""
+        try:
+            return _path(RunView.of(resolve_run(self.root, name or "")).model)
+        except UserError as e:
+            raise _error(e) from None
 
     def open_selected(self, evt: gr.SelectData) -> tuple:
         # The caption is the run's name; it goes through the same validation as a typed name.
@@ -210,13 +224,19 @@ def _path(p: Path | None) -> str | None:
     return str(p) if p is not None else None
 
 
-def build_app(output_root: Path, default_preset: str, model: str | None, base_overrides: list[str]) -> gr.Blocks:
-    """The Blocks app; ``launch`` adds the queue bound and the file-serving rules."""
+def build_app(
+    output_root: Path, default_preset: str, model: str | None, base_overrides: list[str], max_queue: int = 4
+) -> gr.Blocks:
+    """The Blocks app, its queue holding at most ``max_queue`` waiting jobs; ``launch`` adds the file rules."""
     app = App(Path(output_root).resolve(), default_preset, model, base_overrides)
     cfg = app.default
     model_name = Path(cfg.guide.sds.model.model).name  # not the server's folder layout
-    with gr.Blocks(title="text3d", analytics_enabled=False) as demo:
-        gr.Markdown(f"# text3d\nText to a textured 3D model by score distillation of `{model_name}`.")
+    with gr.Blocks(title="text3d", analytics_enabled=False) as demo:  # no calls home: often run offline
+        gr.Markdown(
+            f"# text3d\nText to a textured 3D model by score distillation of `{model_name}`. One generation runs "
+            f"at a time and up to {max_queue} more wait in line; when the line is full the page says it is busy: "
+            "try again a little later."
+        )
         with gr.Row():
             with gr.Column(scale=2):
                 prompt = gr.Textbox(label="Prompt", placeholder="a ceramic mug of coffee", elem_id="prompt")
@@ -232,7 +252,8 @@ def build_app(output_root: Path, default_preset: str, model: str | None, base_ov
                     start = gr.Button("Generate", variant="primary")
                     stop = gr.Button("Cancel", variant="stop")
                 status = gr.Markdown("Ready.", elem_id="status")
-                preview = gr.Image(label="Live preview", type="filepath", interactive=False, height=260)
+                preview = gr.Image(label="Live preview", type="filepath", interactive=False, height=260,
+                                   elem_id="preview")
             with gr.Column(scale=3):
                 model3d = gr.Model3D(label="Model (model.glb)", height=420, elem_id="model3d")
                 with gr.Row():
@@ -240,20 +261,24 @@ def build_app(output_root: Path, default_preset: str, model: str | None, base_ov
                     downloads = gr.File(label="Downloads", file_count="multiple", interactive=False,
                                         elem_id="downloads")
         with gr.Accordion("Past runs", open=True):
-            gallery = gr.Gallery(label="Contact sheets (click to open)", columns=6, height=240,
-                                 allow_preview=False, elem_id="past-runs")
+            gallery = gr.Gallery(label="Contact sheets (click to open)", columns=6, fit_columns=False, height=240,
+                                 object_fit="contain", allow_preview=False, elem_id="past-runs")
             picker = gr.Dropdown(label="Open a run", allow_custom_value=True)
 
-        outputs = [status, preview, model3d, downloads, turntable, gallery, picker]
+        outputs = [status, preview, downloads, turntable, gallery, picker, model3d]
         running = gr.on(
             [start.click, prompt.submit],
             app.generate,
             [prompt, negative, preset, seed, steps, guidance],
-            outputs,
+            outputs[:-1],
             api_name="generate",
             concurrency_limit=1,
-            show_progress="minimal",
+            # One progress bar, in the viewer that stays empty until the end; the status line has the details.
+            show_progress_on=[model3d],
         )
+        # Gradio 6.31's viewer does not mount when its file comes in a streaming event's last message (that
+        # message is applied twice, and the second cancels the first's loading), so a one-shot event sets it.
+        running.success(app.model_of, picker, model3d, api_visibility="private", queue=False)
         # The server-side stop (works for API clients too), plus Gradio's own cancel of this session's event,
         # which also drops a job still waiting in the queue.
         stop.click(app.cancel, None, outputs, api_name="cancel", queue=False, cancels=[running])
@@ -261,18 +286,19 @@ def build_app(output_root: Path, default_preset: str, model: str | None, base_ov
         picker.input(app.open_run, picker, outputs, api_name="open_run", queue=False)
         gallery.select(app.open_selected, None, outputs, api_visibility="private", queue=False)
         demo.load(app.runs, None, [gallery, picker], api_visibility="private", queue=False)
-    return demo
+    # A full queue refuses new jobs at once: Gradio answers HTTP 503, which the page shows as "This application is
+    # currently busy. Please try again." and gradio_client raises as QueueError("Queue is full! ...").
+    return demo.queue(max_size=max_queue)
 
 
 def launch(args: argparse.Namespace, prevent_thread_lock: bool = False) -> gr.Blocks:
     """Build the app from ``text3d ui``'s options and serve it (blocks unless ``prevent_thread_lock``)."""
-    root = Path(args.output_root).resolve()
+    root = Path(args.output_root or DEFAULT_OUTPUT_ROOT).resolve()
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create output root {root}: {e.strerror}") from None
-    demo = build_app(root, args.preset, args.model, args.overrides)
-    demo.queue(max_size=args.max_queue)
+    demo = build_app(root, args.preset, args.model, args.overrides, args.max_queue)
     demo.launch(
         server_name=args.host,
         server_port=args.port,
@@ -281,7 +307,10 @@ def launch(args: argparse.Namespace, prevent_thread_lock: bool = False) -> gr.Bl
         # Gradio copies each returned file into its cache and serves it from there; besides that cache, the
         # output root is the only folder whose files may be returned or fetched.
         allowed_paths=[str(root)],
-        ssr_mode=False,
+        max_file_size="1mb",  # the form takes no files: keep Gradio's always-open upload route small
+        run_history=False,  # past runs live in the output root (the gallery), not in each browser
+        ssr_mode=False,  # no Node server beside Python
+        css=CSS,
         prevent_thread_lock=prevent_thread_lock,
     )
     return demo

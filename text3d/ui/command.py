@@ -1,4 +1,4 @@
-"""The ``text3d ui`` verb. Gradio is imported only when the verb runs, so the rest of the CLI stays fast."""
+"""The ``text3d ui`` verb. Gradio and torch are imported only when the verb runs, so the rest of the CLI stays fast."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from text3d.errors import UserError
-from text3d.run import DEFAULT_OUTPUT_ROOT
 
 DEFAULT_PRESET = "preview"
 
@@ -24,10 +23,11 @@ def add_ui_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
     p.add_argument("--port", type=int, help="port (default: 7860, or $GRADIO_SERVER_PORT)")
     p.add_argument("--share", action="store_true", help="also open a temporary public gradio.live link")
     p.add_argument("--auth", metavar="USER:PASS", help="require this login")
-    p.add_argument("--output-root", type=Path, default=DEFAULT_OUTPUT_ROOT,
-                   help=f"where runs are written and listed; the only folder the UI serves files from "
-                   f"(default: {DEFAULT_OUTPUT_ROOT})")
-    p.add_argument("--preset", default=DEFAULT_PRESET, help=f"preset selected at first (default: {DEFAULT_PRESET})")
+    p.add_argument("--output-root", type=Path,
+                   help="where runs are written and listed; the only folder the UI serves files from "
+                   "(default: outputs, as for text3d generate)")
+    p.add_argument("--preset", default=DEFAULT_PRESET,
+                   help=f"preset (a name in configs/) selected at first (default: {DEFAULT_PRESET})")
     p.add_argument("--model", help="diffusers model id or local folder for every job (sets guide.sds.model.model)")
     p.add_argument("--max-queue", type=int, default=4, help="jobs that may wait behind the running one (default: 4)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides for every job")

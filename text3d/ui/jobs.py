@@ -19,6 +19,7 @@ from text3d.config.schema import Text3DConfig
 from text3d.errors import TrainingError, UserError
 from text3d.pipeline import JobResult, generate
 from text3d.stage.trainer import Callback, Progress
+from text3d.ui.runs import choose_run_dir
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +27,11 @@ log = logging.getLogger(__name__)
 class Job(Callback):
     """One ``generate`` run. The trainer calls its hooks from the worker thread; the UI reads its fields."""
 
-    def __init__(self, config: Text3DConfig, run_dir: Path, resume: bool) -> None:
+    def __init__(self, config: Text3DConfig, output_root: Path) -> None:
         self.config = config
-        self.run_dir = run_dir
-        self.resume = resume
+        self.output_root = output_root
+        self.run_dir: Path | None = None
+        """Chosen when the job starts (see :func:`choose_run_dir`)."""
         self.stop_event = threading.Event()
         self.started = time.monotonic()
         self.waiting = False
@@ -78,7 +80,7 @@ class Job(Callback):
         self.stop_event.set()
 
     def run(self, lock: threading.Lock) -> None:
-        """The worker thread's body: wait for ``lock`` (one job at a time), then generate."""
+        """The worker thread's body: wait for ``lock`` (one job at a time), pick the run directory, generate."""
         try:
             if not lock.acquire(blocking=False):
                 self.waiting = True
@@ -86,17 +88,19 @@ class Job(Callback):
                 lock.acquire()
                 self.waiting = False
             try:
-                if self.stop_event.is_set():  # cancelled while waiting: nothing was written
+                # Chosen under the lock: no other job is writing, so "a stopped run of this config" is really stopped.
+                self.run_dir, resume = choose_run_dir(self.output_root, self.config)
+                if self.stop_event.is_set():  # cancelled while waiting: nothing is written
                     self.result = JobResult(self.run_dir, stopped=True)
                 else:
-                    self.result = generate(self.config, self.run_dir, self.resume, [self], self.stop_event)
+                    self.result = generate(self.config, self.run_dir, resume, [self], self.stop_event)
             finally:
                 lock.release()
         except (UserError, TrainingError) as e:
-            log.warning("web UI job %s: %s", self.run_dir.name, e)
+            log.warning("web UI job '%s': %s", self.config.prompt.text, e)
             self.error = e
-        except Exception as e:  # noqa: BLE001 -- the browser gets one line; the log keeps the traceback
-            log.exception("web UI job %s failed", self.run_dir.name)
+        except Exception as e:  # the browser gets one line; the log keeps the traceback
+            log.exception("web UI job '%s' failed", self.config.prompt.text)
             self.error = e
         finally:
             self._done.set()
@@ -129,10 +133,10 @@ class JobRunner:
         self._lock = threading.Lock()
         self._jobs: dict[str, Job] = {}
 
-    def start(self, session: str, config: Text3DConfig, run_dir: Path, resume: bool) -> Job:
-        job = Job(config, run_dir, resume)
+    def start(self, session: str, config: Text3DConfig, output_root: Path) -> Job:
+        job = Job(config, output_root)
         self._jobs[session] = job
-        threading.Thread(target=self._run, args=(session, job), name=f"text3d-{run_dir.name}", daemon=True).start()
+        threading.Thread(target=self._run, args=(session, job), name="text3d-job", daemon=True).start()
         return job
 
     def _run(self, session: str, job: Job) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from text3d.config import build, diff, load_yaml
@@ -58,11 +58,12 @@ def resolve_run(root: Path, name: str) -> Path:
 
 
 def list_runs(root: Path, limit: int = 48) -> list[Path]:
-    """Run directories directly under ``root``, newest first."""
+    """Run directories directly under ``root``, the last started (or resumed) first."""
     if not root.is_dir():
         return []
     runs = [p for p in root.iterdir() if p.is_dir() and not p.is_symlink() and (p / "config.yaml").is_file()]
-    return sorted(runs, key=lambda p: p.stat().st_mtime, reverse=True)[:limit]
+    # config.yaml is rewritten when a run starts or resumes; the folder's own mtime moves whenever a file is added.
+    return sorted(runs, key=lambda p: (p / "config.yaml").stat().st_mtime, reverse=True)[:limit]
 
 
 def obj_bundle(run: Path) -> Path | None:
@@ -74,10 +75,9 @@ def obj_bundle(run: Path) -> Path | None:
     if bundle.is_file() and bundle.stat().st_mtime >= max(p.stat().st_mtime for p in parts):
         return bundle
     # Two viewers opening the same run each write a temp file and rename it: neither sees a torn zip.
-    with atomic_path(bundle) as tmp:
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-            for p in parts:
-                zf.write(p, arcname=p.name)
+    with atomic_path(bundle) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        for p in parts:
+            zf.write(p, arcname=p.name)
     return bundle
 
 
@@ -91,27 +91,27 @@ class RunView:
 
     path: Path
     finished: bool
-    model: Path | None = None
-    downloads: list[Path] = field(default_factory=list)
-    video: Path | None = None
-    contact_sheet: Path | None = None
-    preview: Path | None = None
+    model: Path | None
+    video: Path | None
+    contact_sheet: Path | None
+    preview: Path | None
     """The newest preview image."""
 
     @classmethod
     def of(cls, run: Path) -> RunView:
         previews = sorted((run / "previews").glob("*.png"), key=lambda p: p.stat().st_mtime)
-        model = _file(run / "model.glb")
-        bundle = obj_bundle(run)
         return cls(
             path=run,
             finished=is_finished(run),
-            model=model,
-            downloads=[p for p in (model, bundle) if p is not None],
+            model=_file(run / "model.glb"),
             video=_file(run / "turntable.mp4"),
             contact_sheet=_file(run / "contact_sheet.png"),
             preview=previews[-1] if previews else None,
         )
+
+    def downloads(self) -> list[Path]:
+        """model.glb and the OBJ zip (built on first use, not for every run the gallery lists)."""
+        return [p for p in (self.model, obj_bundle(self.path)) if p is not None]
 
     @property
     def thumbnail(self) -> Path | None:
