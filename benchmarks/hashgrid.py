@@ -3,7 +3,7 @@
     python benchmarks/hashgrid.py [--points 262144] [--repeats 5]
 
 Prints one line per configuration: the defaults (16 levels x 2 features, 2^19 entries, 16 -> 2048) and the CPU preset
-used by `text3d reconstruct` (12 levels, 2^16 entries, 16 -> 512).
+used by `text3d reconstruct` (12 levels, 2^16 entries, 16 -> 128).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from text3d.field.hashgrid import HashGridConfig, HashGridEncoding
 
 CONFIGS = {
     "default (16 lv, 2^19, 16->2048)": HashGridConfig(backend="torch"),
-    "reconstruct preset (12 lv, 2^16, 16->512)": HashGridConfig(
-        n_levels=12, log2_hashmap_size=16, max_resolution=512, backend="torch"
+    "reconstruct preset (12 lv, 2^16, 16->128)": HashGridConfig(
+        n_levels=12, log2_hashmap_size=16, max_resolution=128, backend="torch"
     ),
 }
 
