@@ -16,43 +16,15 @@ import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-_BOS, _EOS = "<|startoftext|>", "<|endoftext|>"
+from text3d.prompt.vocab import write_word_tokenizer
+
 # Words whose BPE merges the tiny tokenizer knows, so that prompts split into words and sub-words rather than
 # single characters (as with the real CLIP vocabulary).
 _WORDS = ("a", "the", "of", "on", "red", "blue", "green", "cube", "sphere", "chair", "photo", "dog", "cat", "wooden")
 
 
-def _byte_symbols() -> list[str]:
-    """GPT-2/CLIP byte-level alphabet: one printable unicode character per byte value, in byte order (256)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    codes, extra = [], 0
-    for b in range(256):
-        if b in printable:
-            codes.append(b)
-        else:  # bytes without a visible glyph map past 255, in order
-            codes.append(256 + extra)
-            extra += 1
-    return [chr(c) for c in codes]
-
-
 def _write_tokenizer(path: Path) -> CLIPTokenizer:
-    """A CLIP BPE tokenizer (vocab: 256 bytes, their ``</w>`` forms, merges of ``_WORDS``, BOS, EOS), saved."""
-    symbols = _byte_symbols()
-    merges: list[str] = []
-    for word in _WORDS:  # merge each word left to right: "c u", "cu b", "cub e</w>"
-        parts = [*word[:-1], word[-1] + "</w>"]
-        for part in parts[1:]:
-            merge = f"{parts[0]} {part}"
-            if merge not in merges:
-                merges.append(merge)
-            parts[0] += part
-    tokens = [*symbols, *(s + "</w>" for s in symbols), *(m.replace(" ", "") for m in merges), _BOS, _EOS]
-    vocab = {tok: i for i, tok in enumerate(dict.fromkeys(tokens))}
-    (path / "vocab.json").write_text(json.dumps(vocab))
-    (path / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    tokenizer = CLIPTokenizer(vocab=str(path / "vocab.json"), merges=str(path / "merges.txt"), model_max_length=77)
-    tokenizer.save_pretrained(path)
-    return tokenizer
+    return write_word_tokenizer(path, _WORDS)
 
 
 def _write_text_encoder(path: Path, tokenizer: CLIPTokenizer, seed: int) -> None:

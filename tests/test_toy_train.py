@@ -1,0 +1,35 @@
+"""The toy model's training loop: a few steps give a model that loads like any other pixel-space model."""
+
+import json
+
+import torch
+
+from text3d.guide.models import ModelConfig, load_diffusion_model
+from text3d.toy.train import TOY_WORDS, ToyTrainConfig, train_toy_model
+
+
+def test_a_short_training_run_saves_a_loadable_pixel_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    config = ToyTrainConfig(resolution=16, steps=3, batch_size=4, block_out_channels=(16, 32), text_hidden=32)
+    out = tmp_path / "toy-model"
+    stats = train_toy_model(out, config, log_every=1)
+    assert stats["steps"] == 3 and stats["final_loss"] > 0
+    assert json.loads((out / "training.json").read_text())["config"]["resolution"] == 16
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["toy-model"]  # no staging folder left behind
+
+    model = load_diffusion_model(ModelConfig(model=str(out), dtype="fp32"), "pixel", "cpu")
+    assert model.unet.config.in_channels == 3 and not model.predicts_variance
+    ids = model.tokenizer("a purple pyramid, overhead view").input_ids
+    assert len(ids) == 2 + 6  # BOS, a, purple, pyramid, ",", overhead, view, EOS: these words are single tokens
+    for word in TOY_WORDS:  # every toy word has merges: at most a few pieces, and it decodes back exactly
+        pieces = model.tokenizer(word).input_ids[1:-1]
+        assert len(pieces) <= 4 and model.tokenizer.decode(pieces).strip() == word
+    with torch.no_grad():
+        text = model.text_encoder(torch.tensor([ids]))[0]
+        eps = model.unet(torch.zeros(1, 3, 16, 16), torch.tensor([10]), encoder_hidden_states=text).sample
+    assert eps.shape == (1, 3, 16, 16) and torch.isfinite(eps).all()
+
+    # Training again into the same folder replaces the model completely.
+    train_toy_model(out, ToyTrainConfig(**{**config.__dict__, "steps": 1}), log_every=1)
+    assert json.loads((out / "training.json").read_text())["steps"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["toy-model"]
