@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import itertools
 import json
 import logging
 import os
@@ -199,7 +198,7 @@ def plan_batch(
     """
     from text3d.cli import load_config
     from text3d.config import to_yaml
-    from text3d.run import slugify
+    from text3d.run import run_names
 
     extra = [("guide.sds.model.model", model)] if model is not None else []
     load_config(preset, list(overrides), extra)  # a bad batch-wide option is reported once, not on every line
@@ -217,9 +216,7 @@ def plan_batch(
         if key in seen:
             raise UserError(f"{where}: same prompt, seed and overrides as line {seen[key]} (give one a seed=N)")
         seen[key] = item.line
-        base = f"{slugify(config.prompt.text)}-{config.seed}"
-        names = (base if k == 1 else f"{base}-{k}" for k in itertools.count(1))
-        name = next(n for n in names if n not in taken and _holds_no_other_run(out_root / n, config))
+        name = next(n for n in run_names(config) if n not in taken and _can_hold(out_root / n, config))
         taken.add(name)
         if not resume and (out_root / name / "config.yaml").exists():
             raise UserError(f"{where}: {out_root / name} already holds a run; drop --no-resume to continue the batch")
@@ -236,22 +233,13 @@ def _shortcut_overrides(item: BatchItem) -> list[str]:
     return out
 
 
-def _holds_no_other_run(path: Path, config: Text3DConfig) -> bool:
+def _can_hold(path: Path, config: Text3DConfig) -> bool:
     """True when ``path`` can hold this item's run: absent, without a run, or a run of the same config."""
-    from text3d.config import build, diff, load_yaml
-    from text3d.config.schema import Text3DConfig
+    from text3d.run import holds_config
 
     if not path.exists():
         return True
-    if not path.is_dir():
-        return False
-    saved = path / "config.yaml"
-    if not saved.exists():
-        return True
-    try:
-        return not diff(build(Text3DConfig, [load_yaml(saved)]), config)
-    except UserError:  # a run of an older schema: certainly not this item's
-        return False
+    return path.is_dir() and (not (path / "config.yaml").exists() or holds_config(path, config))
 
 
 # --- Manifest -------------------------------------------------------------------------------------------------------
@@ -424,8 +412,9 @@ def run_batch(
 
 def _run_one(run: PlannedRun, rank: int, callbacks: list[Callback], stop_event: threading.Event | None) -> dict:
     from text3d.pipeline import generate
+    from text3d.run import is_finished
 
-    if (run.run_dir / "metrics.json").exists() and (run.run_dir / "model.glb").exists():
+    if is_finished(run.run_dir):
         return _record(run, "skipped", rank)
     t0 = time.perf_counter()
     try:

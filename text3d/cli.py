@@ -9,8 +9,8 @@ from pathlib import Path
 
 from text3d import __version__
 from text3d.batch import add_batch_parser, cmd_batch
-from text3d.ui.command import add_ui_parser, cmd_ui
 from text3d.errors import TrainingError, UserError
+from text3d.ui.command import add_ui_parser, cmd_ui
 
 PRESET_DIRS = [Path.cwd() / "configs", Path(__file__).resolve().parent.parent / "configs"]
 
@@ -122,13 +122,13 @@ def _check_overrides(overrides: list[str]) -> None:
 
 def _run_job(args: argparse.Namespace, job, extra: list[tuple[str, object]], name: str | None = None) -> int:
     """Shared by the training verbs: config from preset + options + overrides, run directory, progress bar."""
-    from text3d.run import DEFAULT_OUTPUT_ROOT, slugify
+    from text3d.run import DEFAULT_OUTPUT_ROOT, run_names
 
     _check_overrides(args.overrides)
     if args.seed is not None:
         extra.append(("seed", args.seed))
     config = load_config(args.preset, args.overrides, extra)
-    out = args.out or DEFAULT_OUTPUT_ROOT / f"{slugify(name or config.prompt.text)}-{config.seed}"
+    out = args.out or DEFAULT_OUTPUT_ROOT / next(run_names(config, name))
     result = job(config, out, resume=args.resume, callbacks=[] if args.quiet else [TqdmCallback()])
     if result.stopped:
         print(f"stopped; continue with: text3d {args.command} ... --out {out} --resume")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +21,35 @@ def slugify(text: str, max_len: int = 48) -> str:
     """A file-name-safe slug of user text: lowercase ASCII letters, digits and single dashes."""
     slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:max_len].strip("-")
     return slug or "run"
+
+
+def run_names(config: Text3DConfig, name: str | None = None) -> Iterator[str]:
+    """Directory names for a run, in order of preference: ``<slug>-<seed>``, then ``…-2``, ``…-3``, ...
+
+    ``name`` (default: the prompt) is slugified: user text reaches a path only through :func:`slugify`.
+    """
+    base = f"{slugify(name if name is not None else config.prompt.text)}-{config.seed}"
+    yield base
+    for k in itertools.count(2):
+        yield f"{base}-{k}"
+
+
+def saved_config(path: Path) -> Text3DConfig:
+    """The config a run directory was made with (its ``config.yaml``); ``UserError`` if it does not load."""
+    return build(Text3DConfig, [load_yaml(path / "config.yaml")])
+
+
+def holds_config(path: Path, config: Text3DConfig) -> bool:
+    """Whether ``path`` holds a run made with exactly ``config`` (an older schema's run never does)."""
+    try:
+        return not diff(saved_config(path), config)
+    except UserError:
+        return False
+
+
+def is_finished(path: Path) -> bool:
+    """A run that got through export (``metrics.json`` is written last, after ``model.glb``)."""
+    return (path / "metrics.json").is_file() and (path / "model.glb").is_file()
 
 
 @dataclass
@@ -41,8 +72,7 @@ class RunDir:
         if run.config_path.exists():
             if not resume:
                 raise UserError(f"{path} already holds a run; pass --resume to continue it, or choose another --out")
-            saved = build(Text3DConfig, [load_yaml(run.config_path)])
-            changed = diff(saved, config)
+            changed = diff(saved_config(path), config)
             if changed:
                 raise UserError(f"cannot resume {path}: the config differs in {', '.join(changed)}")
         try:

@@ -108,7 +108,8 @@ class SDSGuide(ABC):
 
     def weight(self, t: Tensor) -> Tensor:
         """``w(t): [B]``."""
-        alpha_bar = self.model.alphas_cumprod.cpu()[t]
+        table = self.model.alphas_cumprod
+        alpha_bar = table[t.to(table.device)]
         if self.config.weighting == "sds":
             return 1.0 - alpha_bar
         if self.config.weighting == "snr":

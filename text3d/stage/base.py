@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
+from torch import Tensor
 
 from text3d.guide.base import Guide
+from text3d.renderer.cameras import Cameras
 
 
 class GuidedStage:
@@ -34,6 +36,17 @@ class GuidedStage:
         self.generator.set_state(state["generator"])
         if "guide" in state:
             self.guide.load_state_dict(state["guide"])
+
+    def view_renderer(self) -> Callable[[Cameras], dict[str, Tensor]]:
+        """A function rendering one evaluation camera (set up once per :meth:`render_views`)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def render_views(self, cameras: Cameras) -> dict[str, Tensor]:
+        """Evaluation renders of ``cameras``, one view at a time (bounded memory), concatenated: ``[N, H, W, C]``."""
+        render = self.view_renderer()
+        parts = [render(cameras[i].to(self.device)) for i in range(len(cameras))]
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
     def draw(self, choice: str, probs: Sequence[float], options: Sequence[str]) -> str:
         """``choice`` itself, or one of ``options`` drawn with ``probs`` when ``choice`` is 'random'."""

@@ -110,11 +110,9 @@ class CoarseStage(GuidedStage):
             losses["loss_opacity_entropy"] = -(o * o.log() + (1.0 - o) * (1.0 - o).log()).mean()
         return losses
 
-    @torch.no_grad()
-    def render_views(self, cameras: Cameras) -> dict[str, Tensor]:
-        """Evaluation renders (strata midpoints, albedo shading) of ``cameras``, one view at a time."""
-        parts = [self.renderer.render(self.field, cameras[i].to(self.device)) for i in range(len(cameras))]
-        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    def view_renderer(self) -> Callable[[Cameras], dict[str, Tensor]]:
+        """Evaluation renders: strata midpoints, albedo shading."""
+        return lambda camera: self.renderer.render(self.field, camera)
 
     def preview(self) -> np.ndarray:
         """The evaluation views side by side, colour above opacity: ``[2H, n*W, 3]``."""

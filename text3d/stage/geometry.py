@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -22,7 +23,6 @@ from text3d.renderer.mesh import Mesh, MeshRenderer
 from text3d.renderer.volume import random_light_dirs
 from text3d.stage.base import GuidedStage
 from text3d.stage.coarse import ViewSampler
-
 
 ShadingChoice = Literal["albedo", "lambertian", "textureless", "normal", "random"]
 MESH_SHADINGS = ("albedo", "lambertian", "textureless", "normal")
@@ -150,13 +150,10 @@ class GeometryStage(GuidedStage):
             losses["loss_laplacian"] = laplacian_loss(mesh.vertices, mesh.faces)
         return losses
 
-    @torch.no_grad()
-    def render_views(self, cameras: Cameras) -> dict[str, Tensor]:
-        """Evaluation renders (albedo shading) of ``cameras``, one view at a time."""
+    def view_renderer(self) -> Callable[[Cameras], dict[str, Tensor]]:
+        """Evaluation renders, albedo shading; the surface is extracted once for all views."""
         mesh = self.mesh()
-        parts = [self.renderer.render(mesh, cameras[i].to(self.device), self.albedo_field.albedo) for i in
-                 range(len(cameras))]
-        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        return lambda camera: self.renderer.render(mesh, camera, self.albedo_field.albedo)
 
     @torch.no_grad()
     def preview(self) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -80,12 +81,9 @@ class TextureStage(GuidedStage):
         renders = self.renderer.render(self.mesh, cameras, self.field.albedo, shading, light)
         return self.guide.step(renders, cameras, step)
 
-    @torch.no_grad()
-    def render_views(self, cameras: Cameras) -> dict[str, Tensor]:
-        """Evaluation renders (albedo shading) of ``cameras``, one view at a time."""
-        parts = [self.renderer.render(self.mesh, cameras[i].to(self.device), self.field.albedo) for i in
-                 range(len(cameras))]
-        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    def view_renderer(self) -> Callable[[Cameras], dict[str, Tensor]]:
+        """Evaluation renders, albedo shading."""
+        return lambda camera: self.renderer.render(self.mesh, camera, self.field.albedo)
 
     @torch.no_grad()
     def preview(self) -> np.ndarray:

@@ -6,26 +6,13 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from text3d.config import build, diff, load_yaml
 from text3d.config.schema import Text3DConfig
 from text3d.errors import UserError
 from text3d.io import atomic_path
-from text3d.run import slugify
+from text3d.run import holds_config, is_finished, run_names
 
 OBJ_PARTS = ("model.obj", "model.mtl", "model.png")
 OBJ_BUNDLE = "model-obj.zip"
-
-
-def is_finished(run: Path) -> bool:
-    """A run that got through export (``metrics.json`` is written last)."""
-    return (run / "metrics.json").is_file() and (run / "model.glb").is_file()
-
-
-def _same_config(run: Path, config: Text3DConfig) -> bool:
-    try:
-        return not diff(build(Text3DConfig, [load_yaml(run / "config.yaml")]), config)
-    except UserError:  # written by an older schema: not resumable with this config
-        return False
 
 
 def choose_run_dir(root: Path, config: Text3DConfig) -> tuple[Path, bool]:
@@ -35,14 +22,13 @@ def choose_run_dir(root: Path, config: Text3DConfig) -> tuple[Path, bool]:
     checkpoint; a finished run or a different config is never touched. User text reaches the path only
     through :func:`slugify`.
     """
-    base = f"{slugify(config.prompt.text)}-{config.seed}"
-    path, n = root / base, 1
-    while (path / "config.yaml").exists():
-        if not is_finished(path) and _same_config(path, config):
+    for name in run_names(config):
+        path = root / name
+        if not (path / "config.yaml").exists():
+            return path, False
+        if not is_finished(path) and holds_config(path, config):
             return path, True
-        n += 1
-        path = root / f"{base}-{n}"
-    return path, False
+    raise AssertionError("unreachable: run_names never ends")
 
 
 def resolve_run(root: Path, name: str) -> Path:
