@@ -9,7 +9,8 @@ from trimesh.visual.material import PBRMaterial
 from text3d.data.objects import OBJECT_RADIUS
 from text3d.data.synthetic import ground_truth_mesh
 from text3d.toy.judge import canonical_meshes, judge_color, judge_glb, judge_shape
-from text3d.toy.world import COLORS, SHAPES, caption, parse_caption, render_toy_batch, sd_pyramid, toy_object
+from text3d.toy.vocabulary import COLORS, SHAPES, caption, parse_caption
+from text3d.toy.world import render_toy_batch, sd_pyramid, toy_object
 
 
 def test_captions_round_trip():

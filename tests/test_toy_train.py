@@ -15,6 +15,7 @@ def test_a_short_training_run_saves_a_loadable_pixel_model(tmp_path, monkeypatch
     stats = train_toy_model(out, config, log_every=1)
     assert stats["steps"] == 3 and stats["final_loss"] > 0
     assert json.loads((out / "training.json").read_text())["config"]["resolution"] == 16
+    assert "3 steps of batch 4" in (out / "README.md").read_text()  # the training cost is recorded
     assert sorted(p.name for p in tmp_path.iterdir()) == ["toy-model"]  # no staging folder left behind
 
     model = load_diffusion_model(ModelConfig(model=str(out), dtype="fp32"), "pixel", "cpu")

@@ -198,6 +198,7 @@ def plan_batch(
     """
     from text3d.cli import load_config
     from text3d.config import to_yaml
+    from text3d.pipeline import check_prompt
     from text3d.run import run_names
 
     extra = [("guide.sds.model.model", model)] if model is not None else []
@@ -210,6 +211,7 @@ def plan_batch(
         line_overrides = [*overrides, *_shortcut_overrides(item), *item.overrides]
         try:
             config = load_config(preset, line_overrides, [*extra, ("prompt.text", item.prompt)])
+            check_prompt(config)
         except UserError as e:
             raise UserError(f"{where}: {e}") from None
         key = to_yaml(config)
@@ -464,7 +466,10 @@ def add_batch_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     )
     p.add_argument("prompts", type=Path, metavar="PROMPTS_FILE", help="prompt file (.txt or .jsonl, see prompts/)")
     p.add_argument("--out-root", type=Path, help="folder of the runs and manifest.jsonl (default: outputs/<file name>)")
-    p.add_argument("--preset", default="dreamfusion-sd", help="preset name in configs/ or a YAML path")
+    p.add_argument(
+        "--preset",
+        help="preset name in configs/ or a YAML path (default: dreamfusion-sd with CUDA or --model, else toy)",
+    )
     p.add_argument("--model", help="diffusers model id or local folder (sets guide.sds.model.model)")
     p.add_argument(
         "--resume", action=argparse.BooleanOptionalAction, default=True,
@@ -476,12 +481,14 @@ def add_batch_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
+    from text3d.cli import generation_preset
     from text3d.run import DEFAULT_OUTPUT_ROOT, slugify
 
     items = read_prompt_file(args.prompts)
+    preset = generation_preset(args.preset, args.model)
     out_root = args.out_root or DEFAULT_OUTPUT_ROOT / slugify(args.prompts.stem)
     result = run_batch(
-        items, out_root, args.preset, args.overrides, args.model, args.resume,
+        items, out_root, preset, args.overrides, args.model, args.resume,
         source=str(args.prompts), progress=not args.quiet,
     )
     if result.rank != 0:

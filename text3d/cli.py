@@ -10,8 +10,11 @@ from pathlib import Path
 from text3d import __version__
 from text3d.batch import add_batch_parser, cmd_batch
 from text3d.errors import TrainingError, UserError
+from text3d.toy.bundled import TOY_PRESET
 from text3d.ui.command import add_ui_parser, cmd_ui
 
+SD_PRESET = "dreamfusion-sd"
+"""Preset of text-to-3D runs on a GPU."""
 PRESET_DIRS = [Path.cwd() / "configs", Path(__file__).resolve().parent.parent / "configs"]
 
 log = logging.getLogger("text3d")
@@ -19,9 +22,8 @@ log = logging.getLogger("text3d")
 
 def _add_run_options(p: argparse.ArgumentParser, default_preset: str | None) -> None:
     p.add_argument("--out", type=Path, help="run directory (default: outputs/<name>-<seed>)")
-    p.add_argument(
-        "--preset", default=default_preset, help=f"preset name in configs/ or a YAML path (default: {default_preset})"
-    )
+    default = default_preset or f"{SD_PRESET} with CUDA or --model, else {TOY_PRESET} (the bundled toy model)"
+    p.add_argument("--preset", default=default_preset, help=f"preset name in configs/ or a YAML path (default: {default})")
     p.add_argument("--seed", type=int, help="random seed (overrides the preset's)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -50,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("prompt", help='the text prompt, e.g. "a ceramic mug of coffee"')
     p.add_argument("--negative", help="negative prompt (what the asset should not look like)")
     p.add_argument("--model", help="diffusers model id or local folder (sets guide.sds.model.model)")
-    _add_run_options(p, default_preset="dreamfusion-sd")
+    _add_run_options(p, default_preset=None)
 
     p = sub.add_parser(
         "export",
@@ -100,6 +102,23 @@ def load_config(preset: str | None, overrides: list[str], extra: list[str] = ())
     if extra:
         layers.append(Layer(_nest(extra), source="command line"))
     return build(Text3DConfig, layers, overrides)
+
+
+def generation_preset(preset: str | None, model: str | None, gpu_preset: str = SD_PRESET) -> str:
+    """The preset of text-to-3D runs: ``preset`` when given; else ``gpu_preset`` with CUDA (or when ``model`` names
+    a model), else the bundled toy model, which runs on a CPU in minutes; that choice is said in one line."""
+    if preset is not None:
+        return preset
+    import torch
+
+    if model is not None or torch.cuda.is_available():
+        return gpu_preset
+    print(
+        f'no CUDA device: using the bundled toy model (--preset {TOY_PRESET}; prompts "a COLOUR SHAPE"); '
+        f"--preset {gpu_preset} runs Stable Diffusion",
+        file=sys.stderr,
+    )
+    return TOY_PRESET
 
 
 def _nest(pairs) -> dict:
@@ -153,6 +172,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         extra.append(("prompt.negative", args.negative))
     if args.model is not None:
         extra.append(("guide.sds.model.model", args.model))
+    args.preset = generation_preset(args.preset, args.model)
     return _run_job(args, generate, extra)
 
 

@@ -103,6 +103,17 @@ def reconstruct(
     return _run(job, run_dir, resume, callbacks, stop_event)
 
 
+def check_prompt(config: Text3DConfig) -> None:
+    """Raise :class:`UserError` for a prompt the run cannot use: empty or malformed, or outside the vocabulary of
+    the bundled toy model when that is the guide."""
+    from text3d.prompt.processor import clean_prompt
+    from text3d.toy.bundled import check_toy_prompt, is_toy_model
+
+    clean_prompt(config.prompt.text)
+    if is_toy_model(config.guide.sds.model.model):
+        check_toy_prompt(config.prompt.text, config.prompt.negative)
+
+
 def generate(
     config: Text3DConfig,
     run_dir: Path,
@@ -113,9 +124,9 @@ def generate(
     """Score-distil ``config.prompt.text`` into a textured mesh."""
     from text3d.guide.models import load_diffusion_model
     from text3d.guide.sds import make_sds_guide
-    from text3d.prompt.processor import PromptProcessor, clean_prompt
+    from text3d.prompt.processor import PromptProcessor
 
-    clean_prompt(config.prompt.text)  # fail on a bad prompt before loading a model
+    check_prompt(config)  # fail on a bad prompt before loading a model
     accelerator = make_accelerator(config.trainer)
     sds = config.guide.sds
     model = load_diffusion_model(sds.model, sds.kind, accelerator.device)

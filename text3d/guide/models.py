@@ -46,6 +46,7 @@ from torch import Tensor
 from transformers import AutoTokenizer, CLIPTextModel, PreTrainedModel, PreTrainedTokenizerBase
 
 from text3d.errors import UserError
+from text3d.toy.bundled import TOY_MODEL, TOY_MODEL_DIR
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,8 @@ class ModelConfig:
     """Which text-to-image diffusion model a guide loads, and how."""
 
     model: str = "stabilityai/stable-diffusion-2-1-base"
-    """Hugging Face hub id (org/name) or local folder in diffusers' layout (unet/, text_encoder/, ...)."""
+    """Hugging Face hub id (org/name), local folder in diffusers' layout (unet/, text_encoder/, ...), or text3d-toy
+    (the bundled toy model)."""
     revision: str | None = None
     """Hub branch, tag or commit to load (None: main); ignored for local folders."""
     local_files_only: bool | None = None
@@ -134,7 +136,7 @@ def load_diffusion_model(
     """
     device = torch.device(device)
     model = config.model
-    local = _local_folder(model, kind)
+    local = _local_folder(str(TOY_MODEL_DIR) if model == TOY_MODEL else model, kind)
     offline = config.local_files_only
     if offline is None:
         offline = os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")

@@ -1,5 +1,6 @@
-"""Judge a 3D asset of the toy world without any model: which of :data:`~text3d.toy.world.SHAPES` its geometry is
-(Chamfer distance to canonical primitives) and which of :data:`~text3d.toy.world.COLORS` its surface is."""
+"""Judge a 3D asset (or an image) of the toy world without any model: which of :data:`~text3d.toy.world.SHAPES`
+its geometry is (Chamfer distance to canonical primitives; for images, the nearest canonical renders) and which of
+:data:`~text3d.toy.world.COLORS` its surface is (mean hue and saturation)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ import os
 from functools import cache
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 import trimesh
 from scipy.spatial import cKDTree
 
 from text3d.data.synthetic import ground_truth_mesh
-from text3d.toy.world import COLORS, SHAPES, toy_object
+from text3d.toy.vocabulary import COLORS, SHAPES, parse_caption
+from text3d.toy.world import render_toy_batch, toy_object
 
 SAMPLES = 3000
 """Surface points per mesh for the Chamfer distances (enough to separate the shapes by a wide margin)."""
@@ -149,4 +153,64 @@ def judge_glb(path: str | os.PathLike) -> dict[str, object]:
     geometry = trimesh.util.concatenate([trimesh.Trimesh(m.vertices, m.faces, process=False) for m in meshes])
     shape, shape_distances = judge_shape(geometry)
     color, color_distances = judge_color(colors)
+    return {"shape": shape, "shape_distances": shape_distances, "color": color, "color_distances": color_distances}
+
+
+FOREGROUND = 0.15
+"""A pixel is the object's when it is at least this far below white in some channel (the toy background is white)."""
+IMAGE_LIBRARY = 1536
+"""Canonical renders (random views, shapes, colours and light, from a fixed seed) that image shapes are matched to."""
+NEIGHBOURS = 3
+"""An image's distance to a shape is the mean over its this-many nearest renders of that shape."""
+_CROP = 24
+
+
+def _image_features(images: torch.Tensor) -> torch.Tensor:
+    """``[N, 3, H, W]`` in [0, 1] on white -> ``[N, 2 * 24 * 24]``: the silhouette and its shading (colour removed),
+    cropped to the silhouette's bounding square and resized, so that neither the object's colour nor its position and
+    size in the frame matter; what is left is its outline and how light falls on its faces."""
+    features = []
+    for image in images:
+        mask = (1.0 - image.min(dim=0).values) > FOREGROUND
+        ys, xs = mask.nonzero(as_tuple=True)
+        if ys.numel() == 0:
+            features.append(torch.zeros(2 * _CROP * _CROP))
+            continue
+        cy, cx = (ys.min() + ys.max()) / 2.0, (xs.min() + xs.max()) / 2.0
+        half = max(ys.max() - ys.min(), xs.max() - xs.min()).item() / 2.0 + 1.0
+        value = image.max(dim=0).values
+        shading = value / value[mask].max().clamp(min=1e-3)  # brightest object pixel = 1: colour-independent
+        planes = torch.stack([mask.float(), shading * mask]).unsqueeze(0)
+        h, w = mask.shape
+        # An affine grid that maps the bounding square to the output: crop and resize in one resample.
+        theta = torch.tensor([[half / (w / 2.0), 0.0, (cx.item() + 0.5) / (w / 2.0) - 1.0],
+                              [0.0, half / (h / 2.0), (cy.item() + 0.5) / (h / 2.0) - 1.0]])
+        grid = F.affine_grid(theta.unsqueeze(0), [1, 2, _CROP, _CROP], align_corners=False)
+        features.append(F.grid_sample(planes, grid, align_corners=False).flatten())
+    return torch.stack(features)
+
+
+@cache
+def _image_library(resolution: int) -> tuple[torch.Tensor, np.ndarray]:
+    """Features of :data:`IMAGE_LIBRARY` canonical renders at ``resolution``² and their shape ids."""
+    images, captions = render_toy_batch(IMAGE_LIBRARY, resolution, torch.Generator().manual_seed(12345))
+    shapes = np.array([SHAPES.index(parse_caption(c)[1]) for c in captions])
+    return _image_features(images), shapes
+
+
+def judge_image(image: torch.Tensor) -> dict[str, object]:
+    """Judge one image ``[3, H, W]`` in [0, 1] of an object on white: ``{"shape", "shape_distances", "color",
+    "color_distances"}``.
+
+    Shape: the nearest canonical renders (same camera, light and shading distribution as the toy world, seen at the
+    same size) by silhouette and shading; colour: :func:`judge_color` of the object's pixels.
+    """
+    image = image.detach().float().cpu().clamp(0.0, 1.0)
+    library, shapes = _image_library(image.shape[-1])
+    d = torch.cdist(_image_features(image[None]), library)[0].numpy()
+    shape_distances = {s: float(np.sort(d[shapes == k])[:NEIGHBOURS].mean()) for k, s in enumerate(SHAPES)}
+    mask = (1.0 - image.min(dim=0).values) > FOREGROUND
+    pixels = image.permute(1, 2, 0)[mask].numpy() if mask.any() else np.ones((1, 3))
+    color, color_distances = judge_color(pixels)
+    shape = min(shape_distances, key=shape_distances.__getitem__)
     return {"shape": shape, "shape_distances": shape_distances, "color": color, "color_distances": color_distances}

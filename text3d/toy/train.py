@@ -1,10 +1,10 @@
 """Training the toy pixel-space text-to-image model on the toy world (reproducible, seeded).
 
-    python -m text3d.toy.train OUT_DIR [--steps 3000] [--batch-size 64] [--resolution 32] [--seed 0]
+    python -m text3d.toy.train OUT_DIR [--steps 3000] [--batch-size 64] [--resolution 32] [--seed 0] [--save-every 500]
 
 The result is a diffusers-layout folder (tokenizer/, text_encoder/, unet/, scheduler/, model_index.json, safetensors)
 that `guide.sds.kind=pixel guide.sds.model.model=OUT_DIR` loads through the same ``from_pretrained`` path as any other
-model. Training: DDPM noise-prediction loss on renders from the toy world, classifier-free-guidance dropout of the
+model. Training: DDPM v-prediction loss on renders from the toy world, classifier-free-guidance dropout of the
 caption, EMA weights saved.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import platform
 import shutil
 import sys
 import tempfile
@@ -28,7 +29,8 @@ from diffusers.training_utils import EMAModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from text3d.prompt.vocab import write_word_tokenizer
-from text3d.toy.world import COLORS, SHAPES, render_toy_batch
+from text3d.toy.vocabulary import COLORS, SHAPES
+from text3d.toy.world import render_toy_batch
 
 log = logging.getLogger(__name__)
 
@@ -46,23 +48,28 @@ class ToyTrainConfig:
     """Optimisation steps."""
     batch_size: int = 64
     """Images per step (rendered on the fly)."""
-    lr: float = 3e-4
-    """AdamW learning rate."""
+    lr: float = 5e-4
+    """AdamW learning rate (after a linear warm-up)."""
+    warmup_steps: int = 100
+    """Steps of linear learning-rate warm-up from zero."""
     cfg_dropout: float = 0.1
     """Probability of replacing a caption by the empty prompt (classifier-free guidance)."""
     ema_decay: float = 0.999
     """Decay of the exponential moving average of the weights that are saved."""
-    block_out_channels: tuple[int, ...] = (32, 64, 64)
-    """UNet channels per resolution level."""
+    block_out_channels: tuple[int, ...] = (16, 32, 64)
+    """UNet channels per resolution level (16 at full resolution: flat-shaded primitives need little there, and it
+    halves the step time of (32, 64, 64) on a CPU)."""
     text_hidden: int = 64
     """Width of the text encoder (and the UNet's cross-attention)."""
+    max_tokens: int = 16
+    """Tokens per prompt (the tokenizer's ``model_max_length``): the longest toy prompt with a view suffix is 14."""
     seed: int = 0
     """Seed of the weights and of the rendered training data."""
 
 
 def build_toy_model(config: ToyTrainConfig, tokenizer_dir: Path):
     """Fresh seeded ``(tokenizer, text_encoder, unet, scheduler)``; the tokenizer is written to ``tokenizer_dir``."""
-    tokenizer = write_word_tokenizer(tokenizer_dir, TOY_WORDS)
+    tokenizer = write_word_tokenizer(tokenizer_dir, TOY_WORDS, max_length=config.max_tokens)
     torch.manual_seed(config.seed)
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
@@ -91,70 +98,125 @@ def build_toy_model(config: ToyTrainConfig, tokenizer_dir: Path):
         attention_head_dim=8,
         norm_num_groups=16,
     )
-    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
+    # v-prediction: at high noise an epsilon-predictor's image estimate is its error amplified ~30x, and a small,
+    # briefly trained one then samples grey noise; predicting v keeps the image estimate well-posed at every t.
+    scheduler = DDPMScheduler(
+        num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction"
+    )
     return tokenizer, text_encoder, unet, scheduler
 
 
-def train_toy_model(out_dir: Path, config: ToyTrainConfig, log_every: int = 50) -> dict:
-    """Train and save the model into ``out_dir`` (written to a temp folder, then renamed); returns the stats."""
+MODEL_INDEX = {
+    "_class_name": "Text3DPixelDiffusion",
+    "scheduler": ["diffusers", "DDPMScheduler"],
+    "text_encoder": ["transformers", "CLIPTextModel"],
+    "tokenizer": ["transformers", "CLIPTokenizer"],
+    "unet": ["diffusers", "UNet2DConditionModel"],
+}
+
+
+def model_card(stats: dict) -> str:
+    """The model folder's README: what the model is, how it was trained and what that cost."""
+    c = stats["config"]
+    steps = stats["steps"]
+    return f"""# text3d-toy: the bundled toy text-to-image model
+
+A pixel-space diffusion model ({c["resolution"]}x{c["resolution"]} RGB) that draws the toy world of `text3d.toy.world`:
+six shapes ({", ".join(SHAPES)}) in six colours ({", ".join(COLORS)}), lambertian-lit on white, from the
+coarse stage's random cameras. Prompts: "a COLOUR SHAPE". It is the guide of `configs/toy.yaml`, which
+`text3d generate` uses on machines without CUDA, and loads like any diffusers model
+(`guide.sds.model.model=text3d-toy`, or this folder's path).
+
+- Components: `UNet2DConditionModel` (channels {list(c["block_out_channels"])}, cross-attention at the coarser levels),
+  `CLIPTextModel` (width {c["text_hidden"]}, 2 layers), `CLIPTokenizer` with our own vocabulary
+  ({c["max_tokens"]} tokens per prompt), `DDPMScheduler` (1000 steps, cosine schedule, v-prediction).
+- Training: {steps} steps of batch {c["batch_size"]} rendered on the fly (seed {c["seed"]}), AdamW lr {c["lr"]} after
+  {c["warmup_steps"]} warm-up steps, caption dropout {c["cfg_dropout"]} for classifier-free guidance; the saved weights
+  are the EMA (decay {c["ema_decay"]}). Final loss {stats["final_loss"]}.
+- Cost: {stats["seconds"] / 60:.1f} minutes on {stats["machine"]}.
+
+Reproduce: `python -m text3d.toy.train text3d/toy/weights --steps {steps} --batch-size {c["batch_size"]}
+--resolution {c["resolution"]} --seed {c["seed"]}` (same seeds and data; bit-for-bit equality also needs the same
+machine and thread count).
+"""
+
+
+def save_toy_model(out_dir: Path, tokenizer, text_encoder, unet, scheduler, stats: dict) -> None:
+    """Write a diffusers-layout model folder to ``out_dir`` atomically: built in a temp folder, then swapped in, so
+    that a crash at any point leaves a complete model (old or new) there."""
     out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        tokenizer, text_encoder, unet, scheduler = build_toy_model(config, staging / "tokenizer")
-        params = [*unet.parameters(), *text_encoder.parameters()]
-        optimizer = torch.optim.AdamW(params, lr=config.lr)
-        ema = EMAModel(params, decay=config.ema_decay)
-        data = torch.Generator().manual_seed(config.seed)
-        t0, losses = time.perf_counter(), []
-        for step in range(config.steps):
-            images, captions = render_toy_batch(config.batch_size, config.resolution, data)
-            drop = torch.rand(len(captions), generator=data) < config.cfg_dropout
-            texts = ["" if d else c for c, d in zip(captions, drop.tolist(), strict=True)]
-            ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt")
-            x0 = images * 2.0 - 1.0
-            noise = torch.randn(x0.shape, generator=data)
-            t = torch.randint(0, scheduler.config.num_train_timesteps, (len(texts),), generator=data)
-            pred = unet(scheduler.add_noise(x0, noise, t), t, encoder_hidden_states=text_encoder(ids.input_ids)[0])
-            loss = F.mse_loss(pred.sample, noise)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            ema.step(params)
-            losses.append(loss.item())
-            if (step + 1) % log_every == 0 or step + 1 == config.steps:
-                recent = losses[-log_every:]
-                log.info("toy model: step %d/%d, loss %.4f", step + 1, config.steps, sum(recent) / len(recent))
-        seconds = time.perf_counter() - t0
-        ema.copy_to(params)  # the averaged weights are the ones that sample well
+        tokenizer.save_pretrained(staging / "tokenizer")
         text_encoder.save_pretrained(staging / "text_encoder")
         unet.save_pretrained(staging / "unet")
         scheduler.save_pretrained(staging / "scheduler")
-        index = {
-            "_class_name": "Text3DPixelDiffusion",
-            "_diffusers_version": diffusers.__version__,
-            "scheduler": ["diffusers", "DDPMScheduler"],
-            "text_encoder": ["transformers", "CLIPTextModel"],
-            "tokenizer": ["transformers", "CLIPTokenizer"],
-            "unet": ["diffusers", "UNet2DConditionModel"],
-        }
+        index = {**MODEL_INDEX, "_diffusers_version": diffusers.__version__}
         (staging / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
-        stats = {
-            "steps": config.steps,
-            "seconds": round(seconds, 1),
-            "final_loss": round(sum(losses[-log_every:]) / len(losses[-log_every:]), 5),
-            "machine": f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}",
-            "config": asdict(config),
-        }
         (staging / "training.json").write_text(json.dumps(stats, indent=2) + "\n")
-        # Swap folders so that a crash at any point leaves a complete model (old or new) under out_dir.
+        (staging / "README.md").write_text(model_card(stats))
         old = staging.with_name(staging.name + ".old")
         if out_dir.exists():
             out_dir.rename(old)
         staging.rename(out_dir)
         shutil.rmtree(old, ignore_errors=True)
-        return stats
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def train_toy_model(out_dir: Path, config: ToyTrainConfig, log_every: int = 50, save_every: int = 0) -> dict:
+    """Train and save the EMA weights into ``out_dir`` (also every ``save_every`` steps if > 0); returns the stats."""
+    with tempfile.TemporaryDirectory() as scratch:
+        tokenizer, text_encoder, unet, scheduler = build_toy_model(config, Path(scratch) / "tokenizer")
+    params = [*unet.parameters(), *text_encoder.parameters()]
+    # Adam's second moments of tiny gradients become denormal floats, which slow a CPU down several times.
+    torch.set_flush_denormal(True)
+    optimizer = torch.optim.AdamW(params, lr=config.lr)
+    warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: min(1.0, (k + 1) / max(1, config.warmup_steps)))
+    ema = EMAModel(params, decay=config.ema_decay)
+    data = torch.Generator().manual_seed(config.seed)
+    t0, losses = time.perf_counter(), []
+
+    def stats(step: int) -> dict:
+        recent = losses[-log_every:]
+        return {
+            "steps": step,
+            "seconds": round(time.perf_counter() - t0, 1),
+            "final_loss": round(sum(recent) / len(recent), 5),
+            "machine": f"{torch.get_num_threads()} CPU threads ({platform.processor() or platform.machine()}), "
+            f"torch {torch.__version__}",
+            "config": asdict(config),
+        }
+
+    def save(step: int) -> None:
+        ema.store(params)
+        ema.copy_to(params)  # the averaged weights are the ones that sample well
+        save_toy_model(out_dir, tokenizer, text_encoder, unet, scheduler, stats(step))
+        ema.restore(params)
+
+    for step in range(1, config.steps + 1):
+        images, captions = render_toy_batch(config.batch_size, config.resolution, data)
+        drop = torch.rand(len(captions), generator=data) < config.cfg_dropout
+        texts = ["" if d else c for c, d in zip(captions, drop.tolist(), strict=True)]
+        ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt")
+        x0 = images * 2.0 - 1.0
+        noise = torch.randn(x0.shape, generator=data)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(texts),), generator=data)
+        pred = unet(scheduler.add_noise(x0, noise, t), t, encoder_hidden_states=text_encoder(ids.input_ids)[0])
+        loss = F.mse_loss(pred.sample, scheduler.get_velocity(x0, noise, t))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        warmup.step()
+        ema.step(params)
+        losses.append(loss.item())
+        if step % log_every == 0 or step == config.steps:
+            log.info("toy model: step %d/%d, loss %.4f", step, config.steps, stats(step)["final_loss"])
+        if save_every > 0 and step % save_every == 0 and step < config.steps:
+            save(step)
+    save(config.steps)
+    return stats(config.steps)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,12 +226,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("steps", "batch_size", "resolution", "seed"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
     parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--save-every", type=int, default=500, help="also save the EMA weights every N steps (0: off)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     config = ToyTrainConfig(
         resolution=args.resolution, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed
     )
-    stats = train_toy_model(args.out_dir, config)
+    stats = train_toy_model(args.out_dir, config, save_every=args.save_every)
     print(f"trained {stats['steps']} steps in {stats['seconds']} s, final loss {stats['final_loss']}: {args.out_dir}")
     return 0
 

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import gradio as gr
 
-from text3d.cli import PRESET_DIRS
+from text3d.cli import PRESET_DIRS, generation_preset
 from text3d.config import Layer, build, load_yaml, resolve_preset, to_dict
 from text3d.config.schema import Text3DConfig
 from text3d.errors import TrainingError, UserError
+from text3d.pipeline import check_prompt
 from text3d.run import DEFAULT_OUTPUT_ROOT
-from text3d.ui.command import parse_auth
+from text3d.ui.command import GPU_PRESET, parse_auth
 from text3d.ui.jobs import Job, JobRunner
 from text3d.ui.runs import RunView, list_runs, resolve_run
 
@@ -59,7 +60,9 @@ def job_config(
         "texture": {"max_steps": max(1, round(base.texture.max_steps * scale))},
         "guide": {"sds": {"guidance_scale": guidance}},
     }
-    return build(Text3DConfig, [Layer(to_dict(base), source="preset"), Layer(form, source="web UI")])
+    config = build(Text3DConfig, [Layer(to_dict(base), source="preset"), Layer(form, source="web UI")])
+    check_prompt(config)
+    return config
 
 
 def _clock(seconds: float) -> str:
@@ -298,7 +301,8 @@ def launch(args: argparse.Namespace, prevent_thread_lock: bool = False) -> gr.Bl
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create output root {root}: {e.strerror}") from None
-    demo = build_app(root, args.preset, args.model, args.overrides, args.max_queue)
+    preset = generation_preset(args.preset, args.model, GPU_PRESET)
+    demo = build_app(root, preset, args.model, args.overrides, args.max_queue)
     demo.launch(
         server_name=args.host,
         server_port=args.port,

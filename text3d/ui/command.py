@@ -7,7 +7,8 @@ from pathlib import Path
 
 from text3d.errors import UserError
 
-DEFAULT_PRESET = "preview"
+GPU_PRESET = "preview"
+"""The preset selected at first when CUDA is available or --model is given (else the toy preset)."""
 
 
 def add_ui_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -26,8 +27,8 @@ def add_ui_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
     p.add_argument("--output-root", type=Path,
                    help="where runs are written and listed; the only folder the UI serves files from "
                    "(default: outputs, as for text3d generate)")
-    p.add_argument("--preset", default=DEFAULT_PRESET,
-                   help=f"preset (a name in configs/) selected at first (default: {DEFAULT_PRESET})")
+    p.add_argument("--preset", help=f"preset (a name in configs/) selected at first (default: {GPU_PRESET} with CUDA "
+                   "or --model, else toy, the bundled toy model)")
     p.add_argument("--model", help="diffusers model id or local folder for every job (sets guide.sds.model.model)")
     p.add_argument("--max-queue", type=int, default=4, help="jobs that may wait behind the running one (default: 4)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides for every job")

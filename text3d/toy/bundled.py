@@ -1,0 +1,36 @@
+"""The toy text-to-image model that ships inside the package: where it is, and which prompts it understands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from text3d.errors import UserError
+from text3d.toy.vocabulary import COLORS, SHAPES, parse_caption
+
+TOY_MODEL = "text3d-toy"
+"""Model name (``guide.sds.model.model``) of the bundled toy model; resolved to :data:`TOY_MODEL_DIR`."""
+TOY_MODEL_DIR = Path(__file__).resolve().parent / "weights"
+"""The bundled model's folder, in diffusers' layout (trained by ``python -m text3d.toy.train``)."""
+TOY_PRESET = "toy"
+"""The preset (configs/toy.yaml) that runs the toy model on a CPU."""
+
+
+def is_toy_model(model: str) -> bool:
+    """True when ``model`` names the bundled toy model (by name or by its folder)."""
+    return model == TOY_MODEL or Path(model).expanduser().resolve() == TOY_MODEL_DIR
+
+
+def check_toy_prompt(prompt: str, negative: str = "") -> None:
+    """Raise :class:`UserError` unless ``prompt`` is a toy caption and ``negative`` uses only toy words.
+
+    The toy model saw nothing but ``"a {colour} {shape}"``: any other prompt would give it noise, not a 3D asset.
+    """
+    vocabulary = {"a", *COLORS, *SHAPES}
+    unknown = [w for w in negative.lower().replace(",", " ").split() if w not in vocabulary]
+    if parse_caption(prompt) is None or unknown:
+        what = f"negative prompt word(s) {', '.join(unknown)!r}" if parse_caption(prompt) else f"prompt {prompt!r}"
+        raise UserError(
+            f"the bundled toy model does not know the {what}: it knows \"a COLOUR SHAPE\" with COLOUR one of "
+            f"{', '.join(COLORS)} and SHAPE one of {', '.join(SHAPES)}; for other prompts use a real model on a GPU "
+            "(--preset dreamfusion-sd, or --model ID_OR_FOLDER)"
+        )
