@@ -108,9 +108,8 @@ def tile(row: dict, size: int) -> np.ndarray:
     canvas.paste(first, (0, 0))
     draw = PIL.ImageDraw.Draw(canvas)
     draw.text((4, size + 2), row["prompt"][2:], fill="black")
-    ok = row["shape_ok"] and row["color_ok"]
-    verdict = "ok" if ok else f"-> {row['color'] if not row['color_ok'] else ''} {row['shape'] if not row['shape_ok'] else ''}"
-    draw.text((4, size + 15), verdict, fill=(0, 128, 0) if ok else (200, 0, 0))
+    wrong = [row[k] for k in ("color", "shape") if not row[f"{k}_ok"]]  # what the judge saw instead
+    draw.text((4, size + 15), f"-> {' '.join(wrong)}" if wrong else "ok", fill=(200, 0, 0) if wrong else (0, 128, 0))
     return np.asarray(canvas)
 
 

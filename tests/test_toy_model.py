@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from text3d.cli import main
+from text3d.cli import load_config, main
 from text3d.config import load_yaml
 from text3d.errors import UserError
 from text3d.guide.models import ModelConfig, load_diffusion_model
@@ -60,8 +60,6 @@ def test_the_models_own_samples_show_the_prompted_colour_and_mostly_the_shape(to
 
 def test_toy_score_distillation_turns_the_initial_sphere_into_a_torus(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    from text3d.cli import load_config
-
     fast = [
         "geometry.enabled=false", "texture.enabled=false", "export.turntable_frames=0",
         "export.texture.formats=[glb]", "export.texture.texture_size=64", "export.isosurface.resolution=48",

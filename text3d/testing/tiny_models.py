@@ -23,10 +23,6 @@ from text3d.prompt.vocab import write_word_tokenizer
 _WORDS = ("a", "the", "of", "on", "red", "blue", "green", "cube", "sphere", "chair", "photo", "dog", "cat", "wooden")
 
 
-def _write_tokenizer(path: Path) -> CLIPTokenizer:
-    return write_word_tokenizer(path, _WORDS)
-
-
 def _write_text_encoder(path: Path, tokenizer: CLIPTokenizer, seed: int) -> None:
     torch.manual_seed(seed)
     config = CLIPTextConfig(
@@ -71,7 +67,7 @@ def _write_common(path: Path, seed: int) -> None:
     """Tokenizer and text encoder, shared by both model kinds."""
     path.mkdir(parents=True, exist_ok=True)
     (path / "tokenizer").mkdir(exist_ok=True)
-    tokenizer = _write_tokenizer(path / "tokenizer")
+    tokenizer = write_word_tokenizer(path / "tokenizer", _WORDS)
     _write_text_encoder(path / "text_encoder", tokenizer, seed)
 
 

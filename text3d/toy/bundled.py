@@ -27,8 +27,9 @@ def check_toy_prompt(prompt: str, negative: str = "") -> None:
     """
     vocabulary = {"a", *COLORS, *SHAPES}
     unknown = [w for w in negative.lower().replace(",", " ").split() if w not in vocabulary]
-    if parse_caption(prompt) is None or unknown:
-        what = f"negative prompt word(s) {', '.join(unknown)!r}" if parse_caption(prompt) else f"prompt {prompt!r}"
+    known_prompt = parse_caption(prompt) is not None
+    if not known_prompt or unknown:
+        what = f"negative prompt word(s) {', '.join(unknown)!r}" if known_prompt else f"prompt {prompt!r}"
         raise UserError(
             f"the bundled toy model does not know the {what}: it knows \"a COLOUR SHAPE\" with COLOUR one of "
             f"{', '.join(COLORS)} and SHAPE one of {', '.join(SHAPES)}; for other prompts use a real model on a GPU "

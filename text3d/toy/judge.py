@@ -151,8 +151,13 @@ def judge_glb(path: str | os.PathLike) -> dict[str, object]:
         [surface_colors(m, max(1, round(SAMPLES * m.area / total)), seed=i) for i, m in enumerate(meshes)]
     )
     geometry = trimesh.util.concatenate([trimesh.Trimesh(m.vertices, m.faces, process=False) for m in meshes])
-    shape, shape_distances = judge_shape(geometry)
+    return _verdict(judge_shape(geometry)[1], colors)
+
+
+def _verdict(shape_distances: dict[str, float], colors: np.ndarray) -> dict[str, object]:
+    """``{"shape", "shape_distances", "color", "color_distances"}``: the nearest shape, and :func:`judge_color`."""
     color, color_distances = judge_color(colors)
+    shape = min(shape_distances, key=shape_distances.__getitem__)
     return {"shape": shape, "shape_distances": shape_distances, "color": color, "color_distances": color_distances}
 
 
@@ -165,13 +170,18 @@ NEIGHBOURS = 3
 _CROP = 24
 
 
+def _foreground(image: torch.Tensor) -> torch.Tensor:
+    """``[3, H, W]`` on white -> ``[H, W]`` bool: the object's pixels."""
+    return (1.0 - image.min(dim=0).values) > FOREGROUND
+
+
 def _image_features(images: torch.Tensor) -> torch.Tensor:
     """``[N, 3, H, W]`` in [0, 1] on white -> ``[N, 2 * 24 * 24]``: the silhouette and its shading (colour removed),
     cropped to the silhouette's bounding square and resized, so that neither the object's colour nor its position and
     size in the frame matter; what is left is its outline and how light falls on its faces."""
     features = []
     for image in images:
-        mask = (1.0 - image.min(dim=0).values) > FOREGROUND
+        mask = _foreground(image)
         ys, xs = mask.nonzero(as_tuple=True)
         if ys.numel() == 0:
             features.append(torch.zeros(2 * _CROP * _CROP))
@@ -209,8 +219,6 @@ def judge_image(image: torch.Tensor) -> dict[str, object]:
     library, shapes = _image_library(image.shape[-1])
     d = torch.cdist(_image_features(image[None]), library)[0].numpy()
     shape_distances = {s: float(np.sort(d[shapes == k])[:NEIGHBOURS].mean()) for k, s in enumerate(SHAPES)}
-    mask = (1.0 - image.min(dim=0).values) > FOREGROUND
+    mask = _foreground(image)
     pixels = image.permute(1, 2, 0)[mask].numpy() if mask.any() else np.ones((1, 3))
-    color, color_distances = judge_color(pixels)
-    shape = min(shape_distances, key=shape_distances.__getitem__)
-    return {"shape": shape, "shape_distances": shape_distances, "color": color, "color_distances": color_distances}
+    return _verdict(shape_distances, pixels)
