@@ -112,7 +112,10 @@ def test_generate_end_to_end_writes_glb_and_previews(tiny_sd_path, tmp_path, cap
     mesh = trimesh.load(out / "coarse.glb", force="mesh")
     assert len(mesh.faces) > 0
     assert sorted(p.name for p in (out / "previews").iterdir()) == [
-        "coarse-0000003.png", "coarse-0000006.png", "geometry-0000003.png", "texture-0000003.png"
+        "coarse-0000003.png",
+        "coarse-0000006.png",
+        "geometry-0000003.png",
+        "texture-0000003.png",
     ]
     textured = trimesh.load(out / "model.glb", force="mesh")
     assert len(textured.faces) > 0 and textured.visual.kind == "texture"
@@ -144,11 +147,28 @@ def test_generate_resume_matches_an_uninterrupted_run(tiny_pixel_path, tmp_path)
             torch.testing.assert_close(split[k], v, rtol=0, atol=1e-6, msg=f"{stage}.{k}")
 
 
-@pytest.mark.parametrize(
-    "prompt, message", [("   ", "prompt"), ("\x00\x01", "prompt"), ("word " * 100, "tokens")]
-)
+def test_a_stage_can_have_its_own_guidance_scale(tiny_pixel_path, tmp_path, monkeypatch):
+    from text3d.guide import sds
+
+    made = []
+    real = sds.make_sds_guide
+
+    def spy(config, model, prompts, max_steps, seed):
+        made.append((config.guidance_scale, max_steps))
+        return real(config, model, prompts, max_steps, seed)
+
+    monkeypatch.setattr(sds, "make_sds_guide", spy)
+    overrides = [f"guide.sds.model.model={tiny_pixel_path}", "guide.sds.kind=pixel", "prompt.text=a blue ball"]
+    overrides += ["guide.sds.guidance_scale=7", "texture.guidance_scale=2.5", "geometry.max_steps=2"]
+    generate(load_config("tiny-test", overrides), tmp_path / "run")
+    assert made == [(7.0, 6), (7.0, 2), (2.5, 3)]  # coarse, geometry: the guide's scale; texture: its own
+
+
+@pytest.mark.parametrize("prompt, message", [("   ", "prompt"), ("\x00\x01", "prompt"), ("word " * 100, "tokens")])
 def test_bad_prompts_fail_with_one_line(prompt, message, tiny_sd_path, tmp_path, capsys):
-    code = main(["generate", prompt, "--model", str(tiny_sd_path), "--preset", "tiny-test", "--out", str(tmp_path / "r")])
+    code = main(
+        ["generate", prompt, "--model", str(tiny_sd_path), "--preset", "tiny-test", "--out", str(tmp_path / "r")]
+    )
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()

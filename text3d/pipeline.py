@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -31,9 +31,9 @@ from text3d.metrics import chamfer_distance, psnr
 from text3d.renderer.cameras import CameraConfig, Cameras, CameraSampler
 from text3d.renderer.mesh import Mesh, MeshRenderer
 from text3d.run import RunDir
-from text3d.stage.coarse import CoarseStage, ViewSampler
-from text3d.stage.geometry import GeometryStage
-from text3d.stage.texture import TextureStage
+from text3d.stage.coarse import CoarseConfig, CoarseStage, ViewSampler
+from text3d.stage.geometry import GeometryConfig, GeometryStage
+from text3d.stage.texture import TextureConfig, TextureStage
 from text3d.stage.trainer import Callback, Trainer, load_stage_weights, make_accelerator
 
 log = logging.getLogger(__name__)
@@ -53,8 +53,8 @@ class Job:
 
     config: Text3DConfig
     accelerator: Accelerator
-    make_guide: Callable[[int], Guide]
-    """A guide for a stage of the given number of steps."""
+    make_guide: Callable[[CoarseConfig | GeometryConfig | TextureConfig], Guide]
+    """The guide of a stage, given its config (``max_steps``, ``guidance_scale``)."""
     sample_views: Callable[[CameraConfig, bool], ViewSampler]
     """Training views for a stage's camera config; the flag asks for whole images (mesh stages)."""
     eval_cameras: Callable[[CameraConfig], Cameras]
@@ -135,7 +135,13 @@ def generate(
     job = Job(
         config,
         accelerator,
-        make_guide=lambda steps: make_sds_guide(sds, model, prompts, steps, config.seed),
+        make_guide=lambda stage: make_sds_guide(
+            sds if stage.guidance_scale is None else replace(sds, guidance_scale=stage.guidance_scale),
+            model,
+            prompts,
+            stage.max_steps,
+            config.seed,
+        ),
         sample_views=lambda camera, _: CameraSampler(camera),
         eval_cameras=lambda camera: CameraSampler(camera).orbit(),
     )
@@ -172,7 +178,7 @@ def _run(job: Job, run_dir: Path, resume: bool, callbacks, stop_event) -> JobRes
 
         coarse = CoarseStage(
             cfg.coarse,
-            job.make_guide(cfg.coarse.max_steps),
+            job.make_guide(cfg.coarse),
             job.sample_views(cfg.coarse.camera, False),
             job.eval_cameras(cfg.coarse.camera),
             device,
@@ -187,7 +193,7 @@ def _run(job: Job, run_dir: Path, resume: bool, callbacks, stop_event) -> JobRes
         if cfg.geometry.enabled:
             geometry = GeometryStage(
                 cfg.geometry,
-                job.make_guide(cfg.geometry.max_steps),
+                job.make_guide(cfg.geometry),
                 job.sample_views(cfg.geometry.camera, True),
                 job.eval_cameras(cfg.geometry.camera),
                 coarse.field,
@@ -210,7 +216,7 @@ def _run(job: Job, run_dir: Path, resume: bool, callbacks, stop_event) -> JobRes
         if cfg.texture.enabled:
             texture = TextureStage(
                 cfg.texture,
-                job.make_guide(cfg.texture.max_steps),
+                job.make_guide(cfg.texture),
                 job.sample_views(cfg.texture.camera, True),
                 job.eval_cameras(cfg.texture.camera),
                 mesh,
@@ -232,8 +238,9 @@ def _run(job: Job, run_dir: Path, resume: bool, callbacks, stop_event) -> JobRes
             truth = trimesh.load(truth_path, process=False)
             exported = trimesh.Trimesh(asset.vertices, asset.faces, process=False)
             metrics["export"]["chamfer_pct"] = round(100.0 * chamfer_distance(exported, truth), 4)
-            log.info("exported mesh: Chamfer distance %.3f%% of the bounding-box diagonal",
-                     metrics["export"]["chamfer_pct"])
+            log.info(
+                "exported mesh: Chamfer distance %.3f%% of the bounding-box diagonal", metrics["export"]["chamfer_pct"]
+            )
         write_json(run.path / "metrics.json", metrics)
         return JobResult(run.path, stopped=False, metrics=metrics)
 

@@ -29,6 +29,8 @@ class CoarseConfig:
     """Run this stage (when false, a finished checkpoint of it must exist)."""
     max_steps: Annotated[int, Range(0)] = 10000
     """Optimisation steps."""
+    guidance_scale: Annotated[float, Range(0.0)] | None = None
+    """Classifier-free guidance scale of this stage's SDS (None: guide.sds.guidance_scale)."""
     lr_encoding: Annotated[float, Range(0.0, min_exclusive=True)] = 0.01
     """Learning rate of the hash-grid table."""
     lr_network: Annotated[float, Range(0.0, min_exclusive=True)] = 0.001

@@ -36,6 +36,8 @@ class GeometryConfig:
     """Run this stage (when false, the coarse surface is exported as it is)."""
     max_steps: Annotated[int, Range(0)] = 3000
     """Optimisation steps."""
+    guidance_scale: Annotated[float, Range(0.0)] | None = None
+    """Classifier-free guidance scale of this stage's SDS (None: guide.sds.guidance_scale)."""
     tet_resolution: Annotated[int, Range(4, 192)] = 128
     """Cubes per axis of the tetrahedral grid (each split into 6 tetrahedra)."""
     iso_level: Annotated[float, Range(0.0, min_exclusive=True)] = 10.0

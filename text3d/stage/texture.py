@@ -29,6 +29,8 @@ class TextureConfig:
     """Run this stage (when false, the coarse field's albedo is baked as it is)."""
     max_steps: Annotated[int, Range(0)] = 2000
     """Optimisation steps."""
+    guidance_scale: Annotated[float, Range(0.0)] | None = None
+    """Classifier-free guidance scale of this stage's SDS (None: guide.sds.guidance_scale)."""
     lr_encoding: Annotated[float, Range(0.0, min_exclusive=True)] = 0.01
     """Learning rate of the albedo field's hash grid."""
     lr_network: Annotated[float, Range(0.0, min_exclusive=True)] = 0.001

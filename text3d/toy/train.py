@@ -1,6 +1,7 @@
 """Training the toy pixel-space text-to-image model on the toy world (reproducible, seeded).
 
     python -m text3d.toy.train OUT_DIR [--steps 3000] [--batch-size 64] [--resolution 32] [--seed 0] [--save-every 500]
+    python -m text3d.toy.train OUT_DIR --resume --steps 5000   # continue OUT_DIR's model up to step 5000
 
 The result is a diffusers-layout folder (tokenizer/, text_encoder/, unet/, scheduler/, model_index.json, safetensors)
 that `guide.sds.kind=pixel guide.sds.model.model=OUT_DIR` loads through the same ``from_pretrained`` path as any other
@@ -18,7 +19,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import diffusers
@@ -118,7 +119,25 @@ MODEL_INDEX = {
 def model_card(stats: dict) -> str:
     """The model folder's README: what the model is, how it was trained and what that cost."""
     c = stats["config"]
-    steps = stats["steps"]
+    runs = stats["runs"]
+    first = (
+        f"python -m text3d.toy.train text3d/toy/weights --steps {runs[0]['steps'][1]} --batch-size {c['batch_size']}"
+        f" --resolution {c['resolution']} --seed {c['seed']} --lr {c['lr']}"
+    )
+    commands = [first] + [
+        f"python -m text3d.toy.train text3d/toy/weights --resume --steps {r['steps'][1]}" for r in runs[1:]
+    ]
+    cost = "\n".join(
+        f"  - steps {r['steps'][0]}-{r['steps'][1]}: {r['seconds'] / 60:.1f} minutes on {r['machine']}"
+        + (f" ({r['note']})" if "note" in r else "")
+        for r in runs
+    )
+    resumed = (
+        " A resumed run starts from the saved (EMA) weights with a fresh optimiser (warm-up again) and a data stream"
+        " seeded by the seed and its first step."
+        if len(runs) > 1
+        else ""
+    )
     return f"""# text3d-toy: the bundled toy text-to-image model
 
 A pixel-space diffusion model ({c["resolution"]}x{c["resolution"]} RGB) that draws the toy world of `text3d.toy.world`:
@@ -130,14 +149,17 @@ coarse stage's random cameras. Prompts: "a COLOUR SHAPE". It is the guide of `co
 - Components: `UNet2DConditionModel` (channels {list(c["block_out_channels"])}, cross-attention at the coarser levels),
   `CLIPTextModel` (width {c["text_hidden"]}, 2 layers), `CLIPTokenizer` with our own vocabulary
   ({c["max_tokens"]} tokens per prompt), `DDPMScheduler` (1000 steps, cosine schedule, v-prediction).
-- Training: {steps} steps of batch {c["batch_size"]} rendered on the fly (seed {c["seed"]}), AdamW lr {c["lr"]} after
-  {c["warmup_steps"]} warm-up steps, caption dropout {c["cfg_dropout"]} for classifier-free guidance; the saved weights
-  are the EMA (decay {c["ema_decay"]}). Final loss {stats["final_loss"]}.
-- Cost: {stats["seconds"] / 60:.1f} minutes on {stats["machine"]}.
+- Training: {stats["steps"]} steps of batch {c["batch_size"]} rendered on the fly (seed {c["seed"]}), AdamW lr {c["lr"]}
+  after {c["warmup_steps"]} warm-up steps, caption dropout {c["cfg_dropout"]} for classifier-free guidance; the saved
+  weights are the EMA (decay {c["ema_decay"]}). Final loss {stats["final_loss"]} (mean of the last steps).{resumed}
+- Cost, {stats["seconds"] / 60:.1f} minutes in all:
+{cost}
 
-Reproduce: `python -m text3d.toy.train text3d/toy/weights --steps {steps} --batch-size {c["batch_size"]}
---resolution {c["resolution"]} --seed {c["seed"]}` (same seeds and data; bit-for-bit equality also needs the same
-machine and thread count).
+Reproduce (same seeds and data; bit-for-bit equality also needs the same machine and thread count):
+
+```bash
+{chr(10).join(commands)}
+```
 """
 
 
@@ -165,28 +187,74 @@ def save_toy_model(out_dir: Path, tokenizer, text_encoder, unet, scheduler, stat
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def train_toy_model(out_dir: Path, config: ToyTrainConfig, log_every: int = 50, save_every: int = 0) -> dict:
-    """Train and save the EMA weights into ``out_dir`` (also every ``save_every`` steps if > 0); returns the stats."""
+def saved_training(out_dir: Path) -> tuple[ToyTrainConfig, dict]:
+    """The config and stats (``training.json``) of a model trained by this script into ``out_dir``."""
+    try:
+        stats = json.loads((Path(out_dir) / "training.json").read_text())
+        saved = stats["config"]
+        config = ToyTrainConfig(**{**saved, "block_out_channels": tuple(saved["block_out_channels"])})
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{out_dir} holds no model trained by this script (training.json: {e})") from e
+    return config, stats
+
+
+def _load_for_resume(out_dir: Path, config: ToyTrainConfig):
+    """``(tokenizer, text_encoder, unet, scheduler, stats)`` of the model in ``out_dir``, checked against ``config``."""
+    saved, stats = saved_training(out_dir)
+    changed = [k for k, v in asdict(config).items() if k != "steps" and v != getattr(saved, k)]
+    if changed:
+        raise ValueError(f"cannot resume {out_dir} with a different {', '.join(changed)}")
+    if config.steps <= stats["steps"]:
+        raise ValueError(
+            f"cannot resume: {out_dir} is trained for {stats['steps']} steps already, not below {config.steps}"
+        )
+    # Fresh components with the saved weights: the folder written at the end is then exactly what a run from scratch
+    # writes (from_pretrained would add load-time keys such as the source path to the saved configs).
     with tempfile.TemporaryDirectory() as scratch:
         tokenizer, text_encoder, unet, scheduler = build_toy_model(config, Path(scratch) / "tokenizer")
+    text_encoder.load_state_dict(CLIPTextModel.from_pretrained(out_dir / "text_encoder").state_dict())
+    unet.load_state_dict(UNet2DConditionModel.from_pretrained(out_dir / "unet").state_dict())
+    return tokenizer, text_encoder, unet, scheduler, stats
+
+
+def train_toy_model(
+    out_dir: Path, config: ToyTrainConfig, log_every: int = 50, save_every: int = 0, resume: bool = False
+) -> dict:
+    """Train and save the EMA weights into ``out_dir`` (also every ``save_every`` steps if > 0); returns the stats.
+
+    ``resume`` continues the model saved in ``out_dir`` (same config but ``steps``) up to ``config.steps``: the saved
+    EMA weights become both the trained and the averaged weights, AdamW starts afresh with its warm-up, and the data
+    stream is seeded by ``(seed, first step)`` so that it does not replay the batches already seen.
+    """
+    out_dir = Path(out_dir)
+    if resume:
+        tokenizer, text_encoder, unet, scheduler, previous = _load_for_resume(out_dir, config)
+        start, runs, seconds_before = previous["steps"], previous["runs"], previous["seconds"]
+    else:
+        with tempfile.TemporaryDirectory() as scratch:
+            tokenizer, text_encoder, unet, scheduler = build_toy_model(config, Path(scratch) / "tokenizer")
+        start, runs, seconds_before = 0, [], 0.0
     params = [*unet.parameters(), *text_encoder.parameters()]
     # Adam's second moments of tiny gradients become denormal floats, which slow a CPU down several times.
     torch.set_flush_denormal(True)
     optimizer = torch.optim.AdamW(params, lr=config.lr)
     warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: min(1.0, (k + 1) / max(1, config.warmup_steps)))
     ema = EMAModel(params, decay=config.ema_decay)
-    data = torch.Generator().manual_seed(config.seed)
+    ema.optimization_step = start  # a resumed average keeps its full decay instead of warming up again
+    data = torch.Generator().manual_seed(config.seed if start == 0 else config.seed * 1_000_003 + start)
     t0, losses = time.perf_counter(), []
 
     def stats(step: int) -> dict:
         recent = losses[-log_every:]
+        seconds = round(time.perf_counter() - t0, 1)
+        machine = f"{torch.get_num_threads()} CPU threads ({platform.processor() or platform.machine()}), "
+        machine += f"torch {torch.__version__}"
         return {
             "steps": step,
-            "seconds": round(time.perf_counter() - t0, 1),
+            "seconds": round(seconds_before + seconds, 1),
             "final_loss": round(sum(recent) / len(recent), 5),
-            "machine": f"{torch.get_num_threads()} CPU threads ({platform.processor() or platform.machine()}), "
-            f"torch {torch.__version__}",
-            "config": asdict(config),
+            "config": {**asdict(config), "steps": step},
+            "runs": [*runs, {"steps": [start, step], "seconds": seconds, "machine": machine}],
         }
 
     def save(step: int) -> None:
@@ -195,7 +263,7 @@ def train_toy_model(out_dir: Path, config: ToyTrainConfig, log_every: int = 50, 
         save_toy_model(out_dir, tokenizer, text_encoder, unet, scheduler, stats(step))
         ema.restore(params)
 
-    for step in range(1, config.steps + 1):
+    for step in range(start + 1, config.steps + 1):
         images, captions = render_toy_batch(config.batch_size, config.resolution, data)
         drop = torch.rand(len(captions), generator=data) < config.cfg_dropout
         texts = ["" if d else c for c, d in zip(captions, drop.tolist(), strict=True)]
@@ -227,12 +295,21 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
     parser.add_argument("--lr", type=float, default=defaults.lr)
     parser.add_argument("--save-every", type=int, default=500, help="also save the EMA weights every N steps (0: off)")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the model in OUT_DIR (its saved settings) up to --steps"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    config = ToyTrainConfig(
-        resolution=args.resolution, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed
-    )
-    stats = train_toy_model(args.out_dir, config, save_every=args.save_every)
+    try:
+        if args.resume:
+            config = replace(saved_training(args.out_dir)[0], steps=args.steps)
+        else:
+            config = ToyTrainConfig(
+                resolution=args.resolution, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed
+            )
+        stats = train_toy_model(args.out_dir, config, save_every=args.save_every, resume=args.resume)
+    except ValueError as e:
+        parser.error(str(e))
     print(f"trained {stats['steps']} steps in {stats['seconds']} s, final loss {stats['final_loss']}: {args.out_dir}")
     return 0
 
