@@ -112,10 +112,7 @@ def test_generate_end_to_end_writes_glb_and_previews(tiny_sd_path, tmp_path, cap
     mesh = trimesh.load(out / "coarse.glb", force="mesh")
     assert len(mesh.faces) > 0
     assert sorted(p.name for p in (out / "previews").iterdir()) == [
-        "coarse-0000003.png",
-        "coarse-0000006.png",
-        "geometry-0000003.png",
-        "texture-0000003.png",
+        "coarse-0000003.png", "coarse-0000006.png", "geometry-0000003.png", "texture-0000003.png"
     ]
     textured = trimesh.load(out / "model.glb", force="mesh")
     assert len(textured.faces) > 0 and textured.visual.kind == "texture"
@@ -164,11 +161,11 @@ def test_a_stage_can_have_its_own_guidance_scale(tiny_pixel_path, tmp_path, monk
     assert made == [(7.0, 6), (7.0, 2), (2.5, 3)]  # coarse, geometry: the guide's scale; texture: its own
 
 
-@pytest.mark.parametrize("prompt, message", [("   ", "prompt"), ("\x00\x01", "prompt"), ("word " * 100, "tokens")])
+@pytest.mark.parametrize(
+    "prompt, message", [("   ", "prompt"), ("\x00\x01", "prompt"), ("word " * 100, "tokens")]
+)
 def test_bad_prompts_fail_with_one_line(prompt, message, tiny_sd_path, tmp_path, capsys):
-    code = main(
-        ["generate", prompt, "--model", str(tiny_sd_path), "--preset", "tiny-test", "--out", str(tmp_path / "r")]
-    )
+    code = main(["generate", prompt, "--model", str(tiny_sd_path), "--preset", "tiny-test", "--out", str(tmp_path / "r")])
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()

@@ -238,9 +238,8 @@ def _run(job: Job, run_dir: Path, resume: bool, callbacks, stop_event) -> JobRes
             truth = trimesh.load(truth_path, process=False)
             exported = trimesh.Trimesh(asset.vertices, asset.faces, process=False)
             metrics["export"]["chamfer_pct"] = round(100.0 * chamfer_distance(exported, truth), 4)
-            log.info(
-                "exported mesh: Chamfer distance %.3f%% of the bounding-box diagonal", metrics["export"]["chamfer_pct"]
-            )
+            log.info("exported mesh: Chamfer distance %.3f%% of the bounding-box diagonal",
+                     metrics["export"]["chamfer_pct"])
         write_json(run.path / "metrics.json", metrics)
         return JobResult(run.path, stopped=False, metrics=metrics)
 

@@ -198,8 +198,9 @@ def saved_training(out_dir: Path) -> tuple[ToyTrainConfig, dict]:
     return config, stats
 
 
-def _load_for_resume(out_dir: Path, config: ToyTrainConfig):
-    """``(tokenizer, text_encoder, unet, scheduler, stats)`` of the model in ``out_dir``, checked against ``config``."""
+def _load_for_resume(out_dir: Path, config: ToyTrainConfig, text_encoder, unet) -> dict:
+    """Load the weights of the model in ``out_dir`` into freshly built components (so the folder written at the end
+    is exactly what a run from scratch writes) after checking it against ``config``; returns its stats."""
     saved, stats = saved_training(out_dir)
     changed = [k for k, v in asdict(config).items() if k != "steps" and v != getattr(saved, k)]
     if changed:
@@ -208,13 +209,9 @@ def _load_for_resume(out_dir: Path, config: ToyTrainConfig):
         raise ValueError(
             f"cannot resume: {out_dir} is trained for {stats['steps']} steps already, not below {config.steps}"
         )
-    # Fresh components with the saved weights: the folder written at the end is then exactly what a run from scratch
-    # writes (from_pretrained would add load-time keys such as the source path to the saved configs).
-    with tempfile.TemporaryDirectory() as scratch:
-        tokenizer, text_encoder, unet, scheduler = build_toy_model(config, Path(scratch) / "tokenizer")
     text_encoder.load_state_dict(CLIPTextModel.from_pretrained(out_dir / "text_encoder").state_dict())
     unet.load_state_dict(UNet2DConditionModel.from_pretrained(out_dir / "unet").state_dict())
-    return tokenizer, text_encoder, unet, scheduler, stats
+    return stats
 
 
 def train_toy_model(
@@ -227,13 +224,12 @@ def train_toy_model(
     stream is seeded by ``(seed, first step)`` so that it does not replay the batches already seen.
     """
     out_dir = Path(out_dir)
+    with tempfile.TemporaryDirectory() as scratch:
+        tokenizer, text_encoder, unet, scheduler = build_toy_model(config, Path(scratch) / "tokenizer")
+    start, runs, seconds_before = 0, [], 0.0
     if resume:
-        tokenizer, text_encoder, unet, scheduler, previous = _load_for_resume(out_dir, config)
+        previous = _load_for_resume(out_dir, config, text_encoder, unet)
         start, runs, seconds_before = previous["steps"], previous["runs"], previous["seconds"]
-    else:
-        with tempfile.TemporaryDirectory() as scratch:
-            tokenizer, text_encoder, unet, scheduler = build_toy_model(config, Path(scratch) / "tokenizer")
-        start, runs, seconds_before = 0, [], 0.0
     params = [*unet.parameters(), *text_encoder.parameters()]
     # Adam's second moments of tiny gradients become denormal floats, which slow a CPU down several times.
     torch.set_flush_denormal(True)
@@ -242,13 +238,13 @@ def train_toy_model(
     ema = EMAModel(params, decay=config.ema_decay)
     ema.optimization_step = start  # a resumed average keeps its full decay instead of warming up again
     data = torch.Generator().manual_seed(config.seed if start == 0 else config.seed * 1_000_003 + start)
+    machine = f"{torch.get_num_threads()} CPU threads ({platform.processor() or platform.machine()}), "
+    machine += f"torch {torch.__version__}"
     t0, losses = time.perf_counter(), []
 
     def stats(step: int) -> dict:
         recent = losses[-log_every:]
         seconds = round(time.perf_counter() - t0, 1)
-        machine = f"{torch.get_num_threads()} CPU threads ({platform.processor() or platform.machine()}), "
-        machine += f"torch {torch.__version__}"
         return {
             "steps": step,
             "seconds": round(seconds_before + seconds, 1),
