@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "reconstruct",
         help="fit a 3D model to a NeRF-synthetic-style dataset of posed images",
-        description="Fit the coarse NeRF to DATASET's training views; write test-view PSNR and a coarse mesh.",
+        description="Fit NeRF, mesh and texture to DATASET's training views; write test-view PSNR and the textured mesh.",
     )
     p.add_argument("dataset", type=Path, help="folder with transforms_train.json, transforms_test.json and images")
     _add_run_options(p, default_preset="reconstruct")
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "generate",
         help="generate a 3D asset from a text prompt (score distillation)",
-        description="Score-distil a text-to-image diffusion model into a NeRF; write previews and a coarse mesh.",
+        description="Score-distil a text-to-image model into a NeRF, then a mesh and its texture; write the textured mesh.",
     )
     p.add_argument("prompt", help='the text prompt, e.g. "a ceramic mug of coffee"')
     p.add_argument("--negative", help="negative prompt (what the asset should not look like)")
