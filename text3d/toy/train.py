@@ -242,13 +242,16 @@ def train_toy_model(
     machine += f"torch {torch.__version__}"
     t0, losses = time.perf_counter(), []
 
-    def stats(step: int) -> dict:
+    def recent_loss() -> float:
         recent = losses[-log_every:]
+        return round(sum(recent) / len(recent), 5)
+
+    def stats(step: int) -> dict:
         seconds = round(time.perf_counter() - t0, 1)
         return {
             "steps": step,
             "seconds": round(seconds_before + seconds, 1),
-            "final_loss": round(sum(recent) / len(recent), 5),
+            "final_loss": recent_loss(),
             "config": {**asdict(config), "steps": step},
             "runs": [*runs, {"steps": [start, step], "seconds": seconds, "machine": machine}],
         }
@@ -276,7 +279,7 @@ def train_toy_model(
         ema.step(params)
         losses.append(loss.item())
         if step % log_every == 0 or step == config.steps:
-            log.info("toy model: step %d/%d, loss %.4f", step, config.steps, stats(step)["final_loss"])
+            log.info("toy model: step %d/%d, loss %.4f", step, config.steps, recent_loss())
         if save_every > 0 and step % save_every == 0 and step < config.steps:
             save(step)
     save(config.steps)
