@@ -90,6 +90,10 @@ def test_config_validate():
     with pytest.raises(ValueError, match="view_dependent"):
         PromptConfig(perp_neg=True, view_dependent=False).validate()
     PromptConfig(front_threshold=90, back_threshold=90).validate()
+    with pytest.raises(ValueError, match="front/side/back"):
+        PromptConfig(perp_neg=True, azimuth_sectors=8).validate()
+    with pytest.raises(ValueError, match="must contain"):
+        PromptConfig(azimuth_sectors=8, sector_suffix=", view").validate()
 
 
 # --- view selection --------------------------------------------------------------------------------------------
@@ -98,14 +102,31 @@ def test_view_index_at_and_around_default_thresholds(tokenizer, clip):
     az = torch.tensor([0.0, 44, 45, 46, -46, 134, 135, 136, -170, 190, 360, -180, 540, 180, 0, 0, 90])
     el = torch.tensor([0.0] * 14 + [59, 60, 61])
     expected = [0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 0, 2, 2, 2, 0, 3, 3]
-    assert p.view_index(az, el).tolist() == expected
+    assert p.config.view_index(az, el).tolist() == expected
 
 
 def test_view_index_custom_thresholds(tokenizer, clip):
     p = _processor(tokenizer, clip, front_threshold=30, back_threshold=60, overhead_threshold=20)
     az = torch.tensor([30.0, 31, -119, 120, 0, 180])
     el = torch.tensor([0.0, 0, 0, 0, 19.9, 20])
-    assert p.view_index(az, el).tolist() == [0, 1, 1, 2, 0, 3]
+    assert p.config.view_index(az, el).tolist() == [0, 1, 1, 2, 0, 3]
+
+
+def test_azimuth_sectors_name_each_view_by_its_sector_centre():
+    c = PromptConfig(azimuth_sectors=12)
+    assert c.suffixes == (*(f", view {a}" for a in range(0, 360, 30)), ", overhead view")
+    assert PromptConfig(azimuth_sectors=8, sector_suffix=" ({azimuth} deg)").suffixes[1] == " (45 deg)"
+    az = torch.tensor([0.0, 14.9, 15.1, -14.9, -15.1, 180, 345.1, 359, 751, 90])
+    el = torch.tensor([0.0] * 9 + [70.0])
+    assert c.view_index(az, el).tolist() == [0, 0, 1, 0, 11, 6, 0, 0, 1, 12]
+
+
+def test_sector_prompts_are_encoded_and_picked_per_camera(tokenizer, clip):
+    p = _processor(tokenizer, clip, azimuth_sectors=4)
+    assert p.texts == (PROMPT, *(PROMPT + f", view {a}" for a in (0, 90, 180, 270)), PROMPT + ", overhead view", "")
+    cond, _ = p.embeddings(_cameras([100.0, -80.0, 0.0], [0.0, 0.0, 80.0]))
+    for i, suffix in enumerate([", view 90", ", view 270", ", overhead view"]):
+        torch.testing.assert_close(cond[i], _direct(tokenizer, clip, PROMPT + suffix), atol=1e-5, rtol=1e-5)
 
 
 # --- encoding --------------------------------------------------------------------------------------------------

@@ -41,16 +41,17 @@ def test_pyramid_sdf_is_the_distance_to_a_square_pyramid():
 
 
 def test_render_toy_batch():
-    images, captions = render_toy_batch(6, 16, torch.Generator().manual_seed(3))
+    images, captions, cameras = render_toy_batch(6, 16, torch.Generator().manual_seed(3))
+    assert len(cameras) == 6 and cameras.height == cameras.width == 16
     assert images.shape == (6, 3, 16, 16) and images.dtype == torch.float32
     assert 0.0 <= images.min() and images.max() <= 1.0
     assert len(captions) == 6 and all(parse_caption(c) is not None for c in captions)
     corners = images[:, :, [0, 0, -1, -1], [0, -1, 0, -1]]
     assert torch.all(corners == 1.0)
     assert torch.all((images < 0.99).any(dim=1).flatten(1).sum(dim=1) > 10)  # every image shows an object
-    again, captions_again = render_toy_batch(6, 16, torch.Generator().manual_seed(3))
-    assert torch.equal(images, again) and captions == captions_again
-    other, _ = render_toy_batch(6, 16, torch.Generator().manual_seed(4))
+    again, captions_again, cameras_again = render_toy_batch(6, 16, torch.Generator().manual_seed(3))
+    assert torch.equal(images, again) and captions == captions_again and torch.equal(cameras.c2w, cameras_again.c2w)
+    other, _, _ = render_toy_batch(6, 16, torch.Generator().manual_seed(4))
     assert not torch.equal(images, other)
 
 

@@ -14,6 +14,7 @@ from text3d.pipeline import generate
 from text3d.toy.bundled import TOY_MODEL, TOY_MODEL_DIR, check_toy_prompt
 from text3d.toy.judge import judge_glb, judge_image
 from text3d.toy.sample import sample_images
+from text3d.toy.train import saved_training
 from text3d.toy.vocabulary import COLORS, SHAPES, caption
 from text3d.toy.world import render_toy_batch
 
@@ -38,7 +39,7 @@ def test_the_bundled_model_loads_offline_through_from_pretrained(toy_model):
 
 
 def test_the_image_judge_recognises_held_out_toy_renders():
-    images, captions = render_toy_batch(72, 32, torch.Generator().manual_seed(99))
+    images, captions, _ = render_toy_batch(72, 32, torch.Generator().manual_seed(99))
     verdicts = [judge_image(im) for im in images]
     shapes = sum(v["shape"] == c.split()[2] for v, c in zip(verdicts, captions))
     colors = sum(v["color"] == c.split()[1] for v, c in zip(verdicts, captions))
@@ -99,7 +100,10 @@ def test_generate_without_cuda_or_preset_uses_the_toy_model_and_says_so(tmp_path
 def test_the_toy_preset_renders_what_the_model_was_trained_on():
     preset = load_yaml(TOY_MODEL_DIR.parents[2] / "configs" / "toy.yaml")
     assert preset["guide"]["sds"]["model"]["model"] == TOY_MODEL
-    assert preset["guide"]["sds"]["resolution"] == 32 and preset["prompt"]["view_dependent"] is False
+    assert preset["guide"]["sds"]["resolution"] == 32
+    # The views are named as in the model's captions.
+    trained = saved_training(TOY_MODEL_DIR)[0]
+    assert preset["prompt"]["view_dependent"] and preset["prompt"]["azimuth_sectors"] == trained.azimuth_sectors > 0
 
 
 def test_a_batch_with_a_prompt_the_toy_model_does_not_know_is_refused_before_it_runs(tmp_path):

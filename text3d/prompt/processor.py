@@ -1,6 +1,7 @@
 """Prompt processing for score distillation: clean and check the prompt, encode every text once, pick per view.
 
-View-dependent prompting (DreamFusion) appends ", front view" etc. by camera azimuth/elevation; Perp-Neg
+View-dependent prompting (DreamFusion) appends ", front view" etc. by camera azimuth/elevation (or, for a model
+trained on them, ", view 30" etc. by finer azimuth sectors); Perp-Neg
 (Armandpour et al. 2023, weights as in threestudio) interpolates the positive text between views and uses the other
 views as negatives whose components perpendicular to the positive direction are removed.
 """
@@ -19,7 +20,8 @@ from text3d.errors import UserError
 from text3d.renderer.cameras import Cameras
 
 VIEWS = ("front", "side", "back", "overhead")
-"""View names in the order of :meth:`PromptProcessor.view_index` (0 front, 1 side, 2 back, 3 overhead)."""
+"""View names in the order of :meth:`PromptConfig.view_index` without azimuth sectors (0 front, 1 side, 2 back,
+3 overhead)."""
 
 
 @dataclass
@@ -46,6 +48,12 @@ class PromptConfig:
     """Appended to the prompt for back views."""
     overhead_suffix: str = ", overhead view"
     """Appended to the prompt for overhead views."""
+    azimuth_sectors: Annotated[int, Range(0, 360)] = 0
+    """When > 0, views below the overhead threshold are named by this many equal azimuth sectors (the first centred
+    on the front) with ``sector_suffix`` instead of front/side/back: finer than a quarter turn, they can tell a
+    model which way a cube faces."""
+    sector_suffix: str = ", view {azimuth}"
+    """Appended for an azimuth sector; ``{azimuth}`` becomes the sector's centre in whole degrees in [0, 360)."""
     perp_neg: bool = False
     """Perp-Neg guidance: interpolated view prompts, other views as perpendicular negatives (needs view_dependent)."""
     perp_neg_f_sb: tuple[float, float, float] = (1.0, 0.5, -0.606)
@@ -62,11 +70,39 @@ class PromptConfig:
             raise ValueError("front_threshold + back_threshold must be <= 180 (the front and back ranges overlap)")
         if self.perp_neg and not self.view_dependent:
             raise ValueError("perp_neg needs view_dependent=true")
+        if self.perp_neg and self.azimuth_sectors:
+            raise ValueError("perp_neg needs the front/side/back views (azimuth_sectors=0)")
+        if self.azimuth_sectors and "{azimuth}" not in self.sector_suffix:
+            raise ValueError("sector_suffix must contain {azimuth} (the sector's centre azimuth)")
 
     @property
-    def suffixes(self) -> tuple[str, str, str, str]:
-        """The view suffixes in :data:`VIEWS` order."""
+    def suffixes(self) -> tuple[str, ...]:
+        """The view suffixes in :meth:`view_index` order: front, side, back (:data:`VIEWS`) or one per azimuth
+        sector, then overhead."""
+        if self.azimuth_sectors:
+            width = 360.0 / self.azimuth_sectors
+            around = (
+                self.sector_suffix.replace("{azimuth}", str(round(k * width))) for k in range(self.azimuth_sectors)
+            )
+            return (*around, self.overhead_suffix)
         return self.front_suffix, self.side_suffix, self.back_suffix, self.overhead_suffix
+
+    def view_index(self, azimuth: Tensor, elevation: Tensor) -> Tensor:
+        """``[B]`` int64 index into :attr:`suffixes` of each camera; overhead (the last) wins over azimuth.
+
+        ``azimuth, elevation: [B]`` in degrees; azimuth in any range (0 = front). Without sectors: 0 front, 1 side,
+        2 back, 3 overhead.
+        """
+        overhead = len(self.suffixes) - 1
+        if self.azimuth_sectors:
+            width = 360.0 / self.azimuth_sectors
+            index = torch.floor(torch.remainder(azimuth + 0.5 * width, 360.0) / width).long() % self.azimuth_sectors
+        else:
+            az = _wrap_degrees(azimuth).abs()
+            index = torch.ones_like(az, dtype=torch.long)
+            index = torch.where(az >= 180.0 - self.back_threshold, 2, index)
+            index = torch.where(az <= self.front_threshold, 0, index)  # after back: front wins where both touch at 90°
+        return torch.where(elevation >= self.overhead_threshold, overhead, index)
 
 
 def _collapse(text: str) -> str:
@@ -156,25 +192,13 @@ class PromptProcessor:
         self._texts = (prompt, *views, negative)
         emb = _encode(self._texts, tokenizer, text_encoder).to(self.device, dtype)  # [T, L, D]
         self._plain = emb[0]
-        self._views = emb[1:-1] if views else None  # [4, L, D]
+        self._views = emb[1:-1] if views else None  # [V, L, D], V = len(config.suffixes)
         self._uncond = emb[-1]
 
     @property
     def texts(self) -> tuple[str, ...]:
-        """The exact strings encoded: the prompt, its 4 view variants (when view-dependent), the negative prompt."""
+        """The exact strings encoded: the prompt, its view variants (when view-dependent), the negative prompt."""
         return self._texts
-
-    def view_index(self, azimuth: Tensor, elevation: Tensor) -> Tensor:
-        """``[B]`` int64 view of each camera (0 front, 1 side, 2 back, 3 overhead; overhead wins over azimuth).
-
-        ``azimuth, elevation: [B]`` in degrees; azimuth in any range (0 = front).
-        """
-        c = self.config
-        az = _wrap_degrees(azimuth).abs()
-        index = torch.ones_like(az, dtype=torch.long)
-        index = torch.where(az >= 180.0 - c.back_threshold, 2, index)
-        index = torch.where(az <= c.front_threshold, 0, index)  # after back: front wins where both touch at 90°
-        return torch.where(elevation >= c.overhead_threshold, 3, index)
 
     def embeddings(self, cameras: Cameras) -> tuple[Tensor, Tensor]:
         """``cond: [B, L, D]`` (view-dependent when enabled, else the plain prompt) and ``uncond: [B, L, D]``.
@@ -185,7 +209,7 @@ class PromptProcessor:
         if self._views is None:
             cond = self._plain.expand(b, -1, -1)
         else:
-            cond = self._views[self.view_index(cameras.azimuth, cameras.elevation).to(self.device)]
+            cond = self._views[self.config.view_index(cameras.azimuth, cameras.elevation).to(self.device)]
         return cond, self._uncond.expand(b, -1, -1)
 
     def perp_neg_embeddings(self, cameras: Cameras) -> tuple[Tensor, Tensor]:
@@ -213,7 +237,7 @@ class PromptProcessor:
             torch.stack([-_decay(c.perp_neg_f_fs, r), -_decay(c.perp_neg_f_sf, 1.0 - r)], dim=-1),
             torch.stack([-_decay(c.perp_neg_f_sb, r), -_decay(c.perp_neg_f_fsb, r)], dim=-1),
         )
-        top = self.view_index(azimuth, elevation) == 3
+        top = c.view_index(azimuth, elevation) == 3
         uncond = self._uncond.expand_as(pos)
         pos = torch.where(top.view(-1, 1, 1), overhead, pos)
         neg1 = torch.where(top.view(-1, 1, 1), uncond, neg1)

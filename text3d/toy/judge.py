@@ -203,7 +203,7 @@ def _image_features(images: torch.Tensor) -> torch.Tensor:
 @cache
 def _image_library(resolution: int) -> tuple[torch.Tensor, np.ndarray]:
     """Features of :data:`IMAGE_LIBRARY` canonical renders at ``resolution``² and their shape ids."""
-    images, captions = render_toy_batch(IMAGE_LIBRARY, resolution, torch.Generator().manual_seed(12345))
+    images, captions, _ = render_toy_batch(IMAGE_LIBRARY, resolution, torch.Generator().manual_seed(12345))
     shapes = np.array([SHAPES.index(parse_caption(c)[1]) for c in captions])
     return _image_features(images), shapes
 

@@ -2,11 +2,13 @@
 
     python -m text3d.toy.train OUT_DIR [--steps 3000] [--batch-size 64] [--resolution 32] [--seed 0] [--save-every 500]
     python -m text3d.toy.train OUT_DIR --resume --steps 5000   # continue OUT_DIR's model up to step 5000
+    [--azimuth-sectors 12]  # captions name the camera's azimuth sector (0: plain captions only)
 
 The result is a diffusers-layout folder (tokenizer/, text_encoder/, unet/, scheduler/, model_index.json, safetensors)
 that `guide.sds.kind=pixel guide.sds.model.model=OUT_DIR` loads through the same ``from_pretrained`` path as any other
-model. Training: DDPM v-prediction loss on renders from the toy world, classifier-free-guidance dropout of the
-caption, EMA weights saved.
+model. Training: DDPM v-prediction loss on renders from the toy world, captions that may name the camera's azimuth
+sector (", view 30", as ``prompt.azimuth_sectors`` asks at generation), classifier-free-guidance dropout of the caption,
+EMA weights saved.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from diffusers import DDPMScheduler, UNet2DConditionModel
 from diffusers.training_utils import EMAModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
+from text3d.prompt.processor import PromptConfig
 from text3d.prompt.vocab import write_word_tokenizer
+from text3d.renderer.cameras import Cameras
 from text3d.toy.vocabulary import COLORS, SHAPES
 from text3d.toy.world import render_toy_batch
 
@@ -55,6 +59,11 @@ class ToyTrainConfig:
     """Steps of linear learning-rate warm-up from zero."""
     cfg_dropout: float = 0.1
     """Probability of replacing a caption by the empty prompt (classifier-free guidance)."""
+    azimuth_sectors: int = 12
+    """Captions end with the camera's azimuth sector out of this many (``PromptConfig.sector_suffix``, ", view 30"):
+    a cube looks alike every quarter turn, so only a finer sector tells the model which way it faces (0: never)."""
+    plain_captions: float = 0.25
+    """Probability of the plain caption, without a sector, when ``azimuth_sectors`` > 0: plain prompts still work."""
     ema_decay: float = 0.999
     """Decay of the exponential moving average of the weights that are saved."""
     block_out_channels: tuple[int, ...] = (16, 32, 64)
@@ -120,13 +129,28 @@ def model_card(stats: dict) -> str:
     """The model folder's README: what the model is, how it was trained and what that cost."""
     c = stats["config"]
     runs = stats["runs"]
+
+    def captions(r: dict) -> str:
+        return f" --azimuth-sectors {r['azimuth_sectors']} --plain-captions {r['plain_captions']}"
+
     first = (
         f"python -m text3d.toy.train text3d/toy/weights --steps {runs[0]['steps'][1]} --batch-size {c['batch_size']}"
-        f" --resolution {c['resolution']} --seed {c['seed']} --lr {c['lr']}"
+        f" --resolution {c['resolution']} --seed {c['seed']} --lr {c['lr']}" + captions(runs[0])
     )
     commands = [first] + [
-        f"python -m text3d.toy.train text3d/toy/weights --resume --steps {r['steps'][1]}" for r in runs[1:]
+        f"python -m text3d.toy.train text3d/toy/weights --resume --steps {r['steps'][1]}" + captions(r)
+        for r in runs[1:]
     ]
+    caption_runs = "; ".join(
+        f"steps {r['steps'][0]}-{r['steps'][1]}: "
+        + (
+            f'plain in {r["plain_captions"]:.0%} of images, else ending ", view A" with A the centre (degrees) of the '
+            f"camera's azimuth sector out of {r['azimuth_sectors']}"
+            if r["azimuth_sectors"]
+            else "plain"
+        )
+        for r in runs
+    )
     cost = "\n".join(
         f"  - steps {r['steps'][0]}-{r['steps'][1]}: {r['seconds'] / 60:.1f} minutes on {r['machine']}"
         + (f" ({r['note']})" if "note" in r else "")
@@ -142,13 +166,15 @@ def model_card(stats: dict) -> str:
 
 A pixel-space diffusion model ({c["resolution"]}x{c["resolution"]} RGB) that draws the toy world of `text3d.toy.world`:
 six shapes ({", ".join(SHAPES)}) in six colours ({", ".join(COLORS)}), lambertian-lit on white, from the
-coarse stage's random cameras. Prompts: "a COLOUR SHAPE". It is the guide of `configs/toy.yaml`, which
+coarse stage's random cameras. Prompts: "a COLOUR SHAPE", optionally with a view sector ("a red cube, view 30").
+It is the guide of `configs/toy.yaml`, which
 `text3d generate` uses on machines without CUDA, and loads like any diffusers model
 (`guide.sds.model.model=text3d-toy`, or this folder's path).
 
 - Components: `UNet2DConditionModel` (channels {list(c["block_out_channels"])}, cross-attention at the coarser levels),
   `CLIPTextModel` (width {c["text_hidden"]}, 2 layers), `CLIPTokenizer` with our own vocabulary
   ({c["max_tokens"]} tokens per prompt), `DDPMScheduler` (1000 steps, cosine schedule, v-prediction).
+- Captions: {caption_runs}.
 - Training: {stats["steps"]} steps of batch {c["batch_size"]} rendered on the fly (seed {c["seed"]}), AdamW lr {c["lr"]}
   after {c["warmup_steps"]} warm-up steps, caption dropout {c["cfg_dropout"]} for classifier-free guidance; the saved
   weights are the EMA (decay {c["ema_decay"]}). Final loss {stats["final_loss"]} (mean of the last steps).{resumed}
@@ -202,7 +228,9 @@ def _load_for_resume(out_dir: Path, config: ToyTrainConfig, text_encoder, unet) 
     """Load the weights of the model in ``out_dir`` into freshly built components (so the folder written at the end
     is exactly what a run from scratch writes) after checking it against ``config``; returns its stats."""
     saved, stats = saved_training(out_dir)
-    changed = [k for k, v in asdict(config).items() if k != "steps" and v != getattr(saved, k)]
+    # Only the captions may change between runs: the rest shapes the weights being loaded.
+    free = {"steps", "azimuth_sectors", "plain_captions"}
+    changed = [k for k, v in asdict(config).items() if k not in free and v != getattr(saved, k)]
     if changed:
         raise ValueError(f"cannot resume {out_dir} with a different {', '.join(changed)}")
     if config.steps <= stats["steps"]:
@@ -214,6 +242,22 @@ def _load_for_resume(out_dir: Path, config: ToyTrainConfig, text_encoder, unet) 
     return stats
 
 
+def training_texts(
+    captions: list[str], cameras: Cameras, config: ToyTrainConfig, generator: torch.Generator
+) -> list[str]:
+    """The texts the model learns from for one batch of toy ``captions`` seen by ``cameras``: each ends with its
+    camera's azimuth sector (as the prompt processor words it) unless drawn plain, and is dropped to "" with the
+    classifier-free-guidance probability."""
+    drop = torch.rand(len(captions), generator=generator) < config.cfg_dropout
+    texts = captions
+    if config.azimuth_sectors:
+        views = PromptConfig(azimuth_sectors=config.azimuth_sectors)
+        suffixes = [views.suffixes[i] for i in views.view_index(cameras.azimuth, cameras.elevation).tolist()]
+        plain = torch.rand(len(captions), generator=generator) < config.plain_captions
+        texts = [c if p else c + v for c, v, p in zip(captions, suffixes, plain.tolist(), strict=True)]
+    return ["" if d else t for t, d in zip(texts, drop.tolist(), strict=True)]
+
+
 def train_toy_model(
     out_dir: Path, config: ToyTrainConfig, log_every: int = 50, save_every: int = 0, resume: bool = False
 ) -> dict:
@@ -223,6 +267,8 @@ def train_toy_model(
     EMA weights become both the trained and the averaged weights, AdamW starts afresh with its warm-up, and the data
     stream is seeded by ``(seed, first step)`` so that it does not replay the batches already seen.
     """
+    if config.azimuth_sectors < 0 or not 0.0 <= config.plain_captions <= 1.0:
+        raise ValueError("azimuth_sectors must be >= 0 and plain_captions in [0, 1]")
     out_dir = Path(out_dir)
     with tempfile.TemporaryDirectory() as scratch:
         tokenizer, text_encoder, unet, scheduler = build_toy_model(config, Path(scratch) / "tokenizer")
@@ -240,6 +286,7 @@ def train_toy_model(
     data = torch.Generator().manual_seed(config.seed if start == 0 else config.seed * 1_000_003 + start)
     machine = f"{torch.get_num_threads()} CPU threads ({platform.processor() or platform.machine()}), "
     machine += f"torch {torch.__version__}"
+    caption_settings = {"azimuth_sectors": config.azimuth_sectors, "plain_captions": config.plain_captions}
     t0, losses = time.perf_counter(), []
 
     def recent_loss() -> float:
@@ -253,7 +300,7 @@ def train_toy_model(
             "seconds": round(seconds_before + seconds, 1),
             "final_loss": recent_loss(),
             "config": {**asdict(config), "steps": step},
-            "runs": [*runs, {"steps": [start, step], "seconds": seconds, "machine": machine}],
+            "runs": [*runs, {"steps": [start, step], "seconds": seconds, "machine": machine, **caption_settings}],
         }
 
     def save(step: int) -> None:
@@ -263,9 +310,8 @@ def train_toy_model(
         ema.restore(params)
 
     for step in range(start + 1, config.steps + 1):
-        images, captions = render_toy_batch(config.batch_size, config.resolution, data)
-        drop = torch.rand(len(captions), generator=data) < config.cfg_dropout
-        texts = ["" if d else c for c, d in zip(captions, drop.tolist(), strict=True)]
+        images, captions, cameras = render_toy_batch(config.batch_size, config.resolution, data)
+        texts = training_texts(captions, cameras, config, data)
         ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt")
         x0 = images * 2.0 - 1.0
         noise = torch.randn(x0.shape, generator=data)
@@ -293,6 +339,17 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("steps", "batch_size", "resolution", "seed"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
     parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument(
+        "--azimuth-sectors",
+        type=int,
+        help=f"view sectors named in captions (default: {defaults.azimuth_sectors}, "
+        "or the saved model's when resuming; 0: plain captions)",
+    )
+    parser.add_argument(
+        "--plain-captions",
+        type=float,
+        help=f"share of plain captions with sectors (default: {defaults.plain_captions}, or the saved model's)",
+    )
     parser.add_argument("--save-every", type=int, default=500, help="also save the EMA weights every N steps (0: off)")
     parser.add_argument(
         "--resume", action="store_true", help="continue the model in OUT_DIR (its saved settings) up to --steps"
@@ -306,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
             config = ToyTrainConfig(
                 resolution=args.resolution, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed
             )
+        given = {"azimuth_sectors": args.azimuth_sectors, "plain_captions": args.plain_captions}
+        config = replace(config, **{k: v for k, v in given.items() if v is not None})
         stats = train_toy_model(args.out_dir, config, save_every=args.save_every, resume=args.resume)
     except ValueError as e:
         parser.error(str(e))

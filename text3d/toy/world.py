@@ -96,12 +96,13 @@ def render_toy_batch(
     generator: torch.Generator,
     camera: CameraConfig | None = None,
     supersample: int = 2,
-) -> tuple[Tensor, list[str]]:
+) -> tuple[Tensor, list[str], Cameras]:
     """``n`` random toy objects from random views, composited on white.
 
     Views come from ``camera`` (default: the coarse stage's default :class:`CameraConfig`) at ``resolution``²;
     shading is Lambertian under a light jittered around the dataset default with a random ambient term.
-    Each pixel averages ``supersample``² rays. Returns ``images: [n, 3, H, W]`` in [0, 1] and their captions.
+    Each pixel averages ``supersample``² rays. Returns ``images: [n, 3, H, W]`` in [0, 1], their captions and the
+    ``n`` cameras.
     Deterministic for a given generator state.
     """
     shape_ids = torch.randint(len(SHAPES), (n,), generator=generator)
@@ -137,4 +138,4 @@ def render_toy_batch(
     rgb = rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:])
     images = rgb.reshape(n, resolution, s, resolution, s, 3).mean(dim=(2, 4)).permute(0, 3, 1, 2)
     captions = [caption(list(COLORS)[c], SHAPES[k]) for k, c in zip(shape_ids.tolist(), color_ids.tolist())]
-    return images.clamp(0.0, 1.0), captions
+    return images.clamp(0.0, 1.0), captions, cameras
