@@ -50,13 +50,13 @@ def test_the_image_judge_recognises_held_out_toy_renders():
 
 def test_the_models_own_samples_show_the_prompted_colour_and_mostly_the_shape(toy_model):
     # Every colour and every shape twice; DDIM, CFG 1 (the best measured scale, see docs/benchmarks.md). Colours are
-    # reliable; shapes less so (85 % over all 36 prompts): this guards against regressions, chance is 1/6.
+    # reliable; shapes less so (92 % over all 36 prompts): this guards against regressions, chance is 1/6.
     prompts = [caption(c, s) for k in (0, 3) for c, s in zip(COLORS, SHAPES[k:] + SHAPES[:k])]
     images = sample_images(toy_model, prompts, steps=50, guidance_scale=1.0, seed=0)
     assert images.shape == (12, 3, 32, 32) and 0.0 <= images.min() and images.max() <= 1.0
     verdicts = [judge_image(im) for im in images]
     assert [v["color"] for v in verdicts] == [p.split()[1] for p in prompts]
-    assert sum(v["shape"] == p.split()[2] for v, p in zip(verdicts, prompts)) >= 6
+    assert sum(v["shape"] == p.split()[2] for v, p in zip(verdicts, prompts)) >= 9  # 11 with the bundled model
 
 
 def test_toy_score_distillation_turns_the_initial_sphere_into_a_torus(tmp_path, monkeypatch):
