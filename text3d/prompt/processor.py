@@ -93,7 +93,7 @@ class PromptConfig:
         ``azimuth, elevation: [B]`` in degrees; azimuth in any range (0 = front). Without sectors: 0 front, 1 side,
         2 back, 3 overhead.
         """
-        overhead = len(self.suffixes) - 1
+        overhead = self.azimuth_sectors or VIEWS.index("overhead")  # the last suffix, without building them all
         if self.azimuth_sectors:
             width = 360.0 / self.azimuth_sectors
             index = torch.floor(torch.remainder(azimuth + 0.5 * width, 360.0) / width).long() % self.azimuth_sectors
@@ -237,7 +237,7 @@ class PromptProcessor:
             torch.stack([-_decay(c.perp_neg_f_fs, r), -_decay(c.perp_neg_f_sf, 1.0 - r)], dim=-1),
             torch.stack([-_decay(c.perp_neg_f_sb, r), -_decay(c.perp_neg_f_fsb, r)], dim=-1),
         )
-        top = c.view_index(azimuth, elevation) == 3
+        top = c.view_index(azimuth, elevation) == VIEWS.index("overhead")
         uncond = self._uncond.expand_as(pos)
         pos = torch.where(top.view(-1, 1, 1), overhead, pos)
         neg1 = torch.where(top.view(-1, 1, 1), uncond, neg1)

@@ -141,16 +141,17 @@ def model_card(stats: dict) -> str:
         f"python -m text3d.toy.train text3d/toy/weights --resume --steps {r['steps'][1]}" + captions(r)
         for r in runs[1:]
     ]
-    caption_runs = "; ".join(
-        f"steps {r['steps'][0]}-{r['steps'][1]}: "
-        + (
-            f'plain in {r["plain_captions"]:.0%} of images, else ending ", view A" with A the centre (degrees) of the '
-            f"camera's azimuth sector out of {r['azimuth_sectors']}"
-            if r["azimuth_sectors"]
-            else "plain"
+    sector = PromptConfig().sector_suffix.replace("{azimuth}", "A")
+
+    def caption_kind(r: dict) -> str:
+        if not r["azimuth_sectors"]:
+            return "plain"
+        return (
+            f'plain in {r["plain_captions"]:.0%} of images, else ending "{sector}" with A the centre (degrees) of the'
+            f" camera's azimuth sector out of {r['azimuth_sectors']}"
         )
-        for r in runs
-    )
+
+    caption_runs = "; ".join(f"steps {r['steps'][0]}-{r['steps'][1]}: {caption_kind(r)}" for r in runs)
     cost = "\n".join(
         f"  - steps {r['steps'][0]}-{r['steps'][1]}: {r['seconds'] / 60:.1f} minutes on {r['machine']}"
         + (f" ({r['note']})" if "note" in r else "")
@@ -252,7 +253,8 @@ def training_texts(
     texts = captions
     if config.azimuth_sectors:
         views = PromptConfig(azimuth_sectors=config.azimuth_sectors)
-        suffixes = [views.suffixes[i] for i in views.view_index(cameras.azimuth, cameras.elevation).tolist()]
+        names = views.suffixes
+        suffixes = [names[i] for i in views.view_index(cameras.azimuth, cameras.elevation).tolist()]
         plain = torch.rand(len(captions), generator=generator) < config.plain_captions
         texts = [c if p else c + v for c, v, p in zip(captions, suffixes, plain.tolist(), strict=True)]
     return ["" if d else t for t, d in zip(texts, drop.tolist(), strict=True)]
