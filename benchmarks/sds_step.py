@@ -1,137 +1,179 @@
-"""One SDS step of the coarse stage with a full-size Stable Diffusion 2.1-base model (random weights, same cost).
+"""Each stage's SDS training step against the diffusion floor, with a full-size Stable Diffusion 2.1-base.
 
-    python benchmarks/sds_step.py [--steps 20] [--preset dreamfusion-sd]
+    python benchmarks/sds_step.py [--preset dreamfusion-sd] [--preset preview] [--model DIR] [--steps 10]
+                                  [--json FILE] [--cpu] [KEY=VALUE ...]
 
-Prints the step time split into the diffusion floor (UNet forward with CFG + VAE encode forward/backward at 512²)
-and everything else (rendering, hash grid, losses, optimizer), plus peak GPU memory. GPU only: on a machine
-without CUDA it prints why and exits 0.
+The floor is what any SDS implementation pays per step with this model: the UNet forward with classifier-free
+guidance (batch 2 x views at the preset's latent size) plus the VAE encode, forward and backward, of the views at
+``guide.sds.resolution``. Then one training step of each stage (coarse NeRF, DMTet geometry, texture) built from the
+preset, exactly as the trainer runs it (autocast, backward, optimizer), and its ratio to the floor; peak GPU memory
+per stage. ``--model`` is a folder in diffusers' layout (default: random weights written to a temporary folder by
+:func:`text3d.testing.sd21.write_random_sd21`; same cost as the real ones). GPU only: without CUDA it says so and
+exits 0.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import json
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-# SD 2.1-base architecture (model configs as published with the checkpoint); weights are random.
-UNET = dict(
-    sample_size=64,
-    in_channels=4,
-    out_channels=4,
-    layers_per_block=2,
-    block_out_channels=(320, 640, 1280, 1280),
-    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    attention_head_dim=(5, 10, 20, 20),
-    cross_attention_dim=1024,
-    use_linear_projection=True,
-)
-VAE = dict(
-    down_block_types=("DownEncoderBlock2D",) * 4,
-    up_block_types=("UpDecoderBlock2D",) * 4,
-    block_out_channels=(128, 256, 512, 512),
-    layers_per_block=2,
-    latent_channels=4,
-    sample_size=768,
-    scaling_factor=0.18215,
-)
-TEXT = dict(
-    hidden_size=1024,
-    intermediate_size=4096,
-    num_attention_heads=16,
-    num_hidden_layers=23,
-    projection_dim=512,
-    hidden_act="gelu",
-    vocab_size=49408,
-    max_position_embeddings=77,
-)
 
-
-def timed(fn, repeats: int) -> float:
-    """Mean seconds per call after one warm-up call, with device syncs around the timing."""
-    fn()
-    torch.cuda.synchronize()
-    t = time.perf_counter()
+def timed(fn, repeats: int, warmup: int = 2) -> float:
+    """Mean seconds per call after ``warmup`` calls, with device syncs around the timing."""
+    for _ in range(warmup):
+        fn()
+    sync()
+    start = time.perf_counter()
     for _ in range(repeats):
         fn()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - t) / repeats
+    sync()
+    return (time.perf_counter() - start) / repeats
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def peak_gib(device: torch.device) -> float | None:
+    return round(torch.cuda.max_memory_allocated() / 2**30, 3) if device.type == "cuda" else None
+
+
+def measure_preset(preset: str, model_dir: Path, repeats: int, overrides: list[str]) -> dict:
+    """Floor and per-stage step times (seconds) and peak memory (GiB) of one preset."""
+    from text3d.cli import load_config
+    from text3d.guide.models import load_diffusion_model
+    from text3d.guide.sds import make_sds_guide
+    from text3d.pipeline import mesh_renderer
+    from text3d.prompt.processor import PromptProcessor
+    from text3d.renderer.cameras import CameraSampler
+    from text3d.stage.coarse import CoarseStage
+    from text3d.stage.geometry import GeometryStage
+    from text3d.stage.texture import TextureStage
+    from text3d.stage.trainer import Trainer, make_accelerator
+
+    prompt = "prompt.text=a dslr photo of a hamburger"
+    config = load_config(preset, [f"guide.sds.model.model={model_dir}", prompt, *overrides])
+    accelerator = make_accelerator(config.trainer)
+    device = accelerator.device
+    sds = config.guide.sds
+    model = load_diffusion_model(sds.model, sds.kind, device)
+    prompts = PromptProcessor(config.prompt, model.tokenizer, model.text_encoder, device, model.dtype)
+
+    def guide(stage_config):
+        scale = stage_config.guidance_scale
+        return make_sds_guide(sds if scale is None else replace(sds, guidance_scale=scale), model, prompts,
+                              stage_config.max_steps, config.seed)
+
+    views = config.coarse.camera.batch_size
+    res, factor = sds.resolution, model.vae_scale_factor
+    latents = torch.randn(2 * views, 4, res // factor, res // factor, device=device, dtype=model.dtype)
+    latents = latents.to(memory_format=torch.channels_last)
+    text = torch.randn(2 * views, 77, model.text_encoder.config.hidden_size, device=device, dtype=model.dtype)
+    t = torch.full((2 * views,), 500, device=device)
+    with torch.no_grad():
+        unet_s = timed(lambda: model.unet(latents, t, encoder_hidden_states=text), repeats)
+    image = torch.rand(views, 3, res, res, device=device, requires_grad=True)
+    coarse_guide = guide(config.coarse)
+    vae_s = timed(lambda: coarse_guide.encode(image).float().sum().backward(), repeats)
+    floor = unet_s + vae_s
+
+    seed, result = config.seed, {}
+    renderer = mesh_renderer(config, device)
+
+    def coarse():
+        sampler = CameraSampler(config.coarse.camera)
+        return CoarseStage(config.coarse, coarse_guide, sampler, sampler.orbit(), device, seed)
+
+    def geometry(field):
+        sampler = CameraSampler(config.geometry.camera)
+        return GeometryStage(config.geometry, guide(config.geometry), sampler, sampler.orbit(), field,
+                             config.coarse.field.radius, renderer, device, seed)
+
+    def texture(field, mesh):
+        sampler = CameraSampler(config.texture.camera)
+        albedo = copy.deepcopy(field).requires_grad_(True)  # as the pipeline does: the geometry froze the field
+        return TextureStage(config.texture, guide(config.texture), sampler, sampler.orbit(), mesh, albedo, renderer,
+                            device, seed)
+
+    with tempfile.TemporaryDirectory() as run_dir:
+
+        def measure(stage) -> None:
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            trainer = Trainer(stage, config.trainer, accelerator, Path(run_dir))
+            steps = iter(range(10**9))
+            step_s = timed(lambda: trainer._step(next(steps), None), repeats)
+            result[stage.name] = {
+                "step_ms": round(step_s * 1000, 2),
+                "ratio_to_floor": round(step_s / floor, 3),
+                "peak_gib": peak_gib(device),
+                "max_steps": stage.max_steps,
+            }
+
+        first = coarse()
+        measure(first)
+        second = geometry(first.field)
+        measure(second)
+        with torch.no_grad():
+            mesh = second.mesh()
+        measure(texture(first.field, mesh))
+    return {
+        "preset": preset,
+        "views_per_step": views,
+        "sds_resolution": res,
+        "unet_cfg_ms": round(unet_s * 1000, 2),
+        "vae_encode_fwd_bwd_ms": round(vae_s * 1000, 2),
+        "floor_ms": round(floor * 1000, 2),
+        "stages": result,
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--preset", default="dreamfusion-sd")
+    parser.add_argument("--preset", action="append", help="preset(s) to measure (default: dreamfusion-sd)")
+    parser.add_argument("--model", type=Path, help="model folder (default: random SD 2.1-base weights)")
+    parser.add_argument("--steps", type=int, default=10, help="timed repeats per figure")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--cpu", action="store_true",
+                        help="run on the CPU (a smoke test of this script; needs --model, e.g. a tiny test model)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides for every preset")
     args = parser.parse_args()
-    if not torch.cuda.is_available():
+    if args.cpu and args.model is None:
+        parser.error("--cpu needs --model (the full-size model is meant for a GPU)")
+    if not args.cpu and not torch.cuda.is_available():
         print("skipped: benchmarks/sds_step.py needs a CUDA device (none found)")
         return 0
+    from text3d.testing.sd21 import write_random_sd21
 
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    from text3d.cli import load_config
-    from text3d.guide.models import DiffusionModel
-    from text3d.guide.sds import make_sds_guide
-    from text3d.prompt.processor import PromptConfig, PromptProcessor
-    from text3d.renderer.cameras import CameraSampler
-    from text3d.stage.coarse import CoarseStage
-    from text3d.stage.trainer import Trainer, make_accelerator
-    from text3d.testing.tiny_models import make_tiny_sd
-
-    device, dtype = torch.device("cuda"), torch.float16
-    config = load_config(args.preset, [])
-    torch.manual_seed(0)
-    with tempfile.TemporaryDirectory() as tmp:  # only for the tokenizer files
-        tokenizer = CLIPTokenizer.from_pretrained(make_tiny_sd(Path(tmp) / "tok") / "tokenizer")
-    model = DiffusionModel(
-        tokenizer=tokenizer,
-        text_encoder=CLIPTextModel(CLIPTextConfig(**TEXT)).to(device, dtype).eval().requires_grad_(False),
-        unet=UNet2DConditionModel(**UNET).to(device, dtype).eval().requires_grad_(False),
-        scheduler=DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012),
-        vae=AutoencoderKL(**VAE).to(device, dtype).eval().requires_grad_(False),
-        model_id="sd-2.1-base (random weights)",
-        dtype=dtype,
-    )
-    model.unet.to(memory_format=torch.channels_last)
-    accelerator = make_accelerator(config.trainer)
-    prompts = PromptProcessor(PromptConfig(text="a hamburger"), tokenizer, model.text_encoder, device, dtype)
-    guide = make_sds_guide(config.guide.sds, model, prompts, config.coarse.max_steps, config.seed)
-    sampler = CameraSampler(config.coarse.camera)
-    stage = CoarseStage(config.coarse, guide, sampler, sampler.orbit(), device, config.seed)
-
-    # The floor: what any SDS implementation pays per step with this model.
-    res = config.guide.sds.resolution
-    latents = torch.randn(2, 4, res // 8, res // 8, device=device, dtype=dtype).to(memory_format=torch.channels_last)
-    text = torch.randn(2, 77, 1024, device=device, dtype=dtype)
-    t = torch.tensor([500, 500], device=device)
-    unet_s = timed(lambda: model.unet(latents, t, encoder_hidden_states=text), args.steps)
-    image = torch.rand(1, 3, res, res, device=device, requires_grad=True)
-
-    def vae_fwd_bwd() -> None:
-        guide.encode(image).float().sum().backward()
-
-    vae_s = timed(vae_fwd_bwd, args.steps)
-
-    torch.cuda.reset_peak_memory_stats()
-    with tempfile.TemporaryDirectory() as run_dir:
-        trainer = Trainer(stage, config.trainer, accelerator, Path(run_dir))
-        step = iter(range(10**9))
-        step_s = timed(lambda: trainer._step(next(step), None), args.steps)
-    peak = torch.cuda.max_memory_allocated() / 2**30
-
-    floor = unet_s + vae_s
-    print(f"device={torch.cuda.get_device_name()} torch={torch.__version__} preset={args.preset} res={res}")
-    print(f"UNet forward, CFG batch 2     {unet_s * 1000:8.1f} ms")
-    print(f"VAE encode forward+backward   {vae_s * 1000:8.1f} ms")
-    print(f"diffusion floor               {floor * 1000:8.1f} ms")
-    print(f"full coarse step              {step_s * 1000:8.1f} ms  (everything else {(step_s - floor) * 1000:.1f} ms)")
-    print(f"overhead ratio step/floor     {step_s / floor:8.2f}")
-    print(f"peak GPU memory               {peak:8.2f} GiB")
+    overrides = [*args.overrides, *(["trainer.device=cpu"] if args.cpu else [])]
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = args.model or write_random_sd21(Path(tmp) / "sd21-random", device="cuda")
+        report = {
+            "device": torch.cuda.get_device_name() if not args.cpu else "cpu",
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda,
+            "presets": [measure_preset(p, model_dir, args.steps, overrides) for p in args.preset or ["dreamfusion-sd"]],
+        }
+    for p in report["presets"]:
+        print(f"{report['device']}  torch {report['torch']}  preset {p['preset']}  ({p['views_per_step']} view(s), "
+              f"{p['sds_resolution']}² SDS)")
+        print(f"  UNet forward, CFG         {p['unet_cfg_ms']:8.1f} ms")
+        print(f"  VAE encode fwd+bwd        {p['vae_encode_fwd_bwd_ms']:8.1f} ms")
+        print(f"  diffusion floor           {p['floor_ms']:8.1f} ms")
+        for name, s in p["stages"].items():
+            peak = f"peak {s['peak_gib']:.2f} GiB" if s["peak_gib"] is not None else ""
+            print(f"  {name:9s} step            {s['step_ms']:8.1f} ms  {s['ratio_to_floor']:5.2f}x floor  {peak}")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0
 
 

@@ -4,6 +4,7 @@ import warnings
 import pytest
 import torch
 
+from text3d.errors import BackendUnavailable
 from text3d.field.hashgrid import HashGridConfig, HashGridEncoding, level_resolutions
 
 
@@ -86,9 +87,13 @@ def test_table_gradient_lands_on_the_gathered_rows():
     torch.testing.assert_close(enc.table.grad.sum(0), torch.tensor([2.0, 2.0]))
 
 
-def test_tcnn_request_without_cuda_falls_back_with_a_warning():
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        enc = HashGridEncoding(HashGridConfig(n_levels=2, log2_hashmap_size=8, backend="tcnn"), device="cpu")
-    assert enc.backend == "torch"
-    assert any("tcnn backend unavailable" in str(w.message) for w in caught)
+@pytest.mark.parametrize("backend", ["tcnn", "cuda"])
+def test_an_accelerated_backend_by_name_without_cuda_is_a_one_line_user_error(backend):
+    with pytest.raises(BackendUnavailable, match=f"hash grid: backend '{backend}' needs a CUDA device, not cpu"):
+        HashGridEncoding(HashGridConfig(n_levels=2, log2_hashmap_size=8, backend=backend), device="cpu")
+
+
+def test_auto_on_cpu_is_torch_without_a_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert HashGridEncoding(HashGridConfig(n_levels=2, log2_hashmap_size=8), device="cpu").backend == "torch"

@@ -5,6 +5,8 @@ import pytest
 import torch
 import trimesh
 
+from text3d import backends
+from text3d.errors import BackendUnavailable
 from text3d.renderer import rasterizer as R
 from text3d.renderer.cameras import spherical_cameras
 
@@ -294,8 +296,7 @@ RAST = torch.zeros(1, 4, 4, 4)
         (lambda: R.rasterize(POS, -TRI, (4, 4)), "tri: vertex indices"),
         (lambda: R.rasterize(POS, TRI, (0, 4)), "resolution"),
         (lambda: R.rasterize(POS, TRI, 4), "resolution"),
-        (lambda: R.rasterize(POS, TRI, (4, 4), backend="opengl"), "backend: expected one of"),
-        (lambda: R.rasterize(POS, TRI, (4, 4), backend="nvdiffrast"), "backend: 'nvdiffrast' needs CUDA"),
+        (lambda: R.rasterize(POS, TRI, (4, 4), backend="opengl"), "backend must be one of"),
         (lambda: R.rasterize(POS, TRI.to("meta"), (4, 4)), "tri: is on meta, but pos is on cpu"),
         (lambda: R.interpolate(torch.zeros(3, 2).half(), RAST, TRI), "attr: expected dtype torch.float32"),
         (lambda: R.interpolate(torch.zeros(2, 3, 2), RAST, TRI), "attr: batch size 2"),
@@ -316,10 +317,15 @@ def test_bad_inputs_raise_value_errors_naming_the_argument(call, message):
         call()
 
 
+def test_nvdiffrast_by_name_needs_cuda_tensors():
+    with pytest.raises(BackendUnavailable, match="rasterizer: backend 'nvdiffrast' needs a CUDA device"):
+        R.rasterize(POS, TRI, (4, 4), backend="nvdiffrast")
+
+
 def test_auto_falls_back_to_torch_with_one_warning(monkeypatch):
     cuda = torch.device("cuda", 0)
     monkeypatch.setattr(R, "_nvdiffrast_problem", lambda device: "ImportError: no module named nvdiffrast")
-    monkeypatch.setattr(R, "_warned_fallback", set())
+    monkeypatch.setattr(backends, "_reported", set())
     with pytest.warns(UserWarning, match="nvdiffrast backend unavailable"):
         assert R._pick_backend("auto", cuda) == "torch"
     with warnings.catch_warnings():
@@ -340,12 +346,128 @@ def test_importing_text3d_does_not_import_nvdiffrast():
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# The nvdiffrast branch on the CPU: a stand-in nvdiffrast.torch that records its arguments and answers with the twin
+
+
+class FakeNvdiffrast:
+    """nvdiffrast.torch's four ops and its context, with nvdiffrast's signatures, computed by the torch twin."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple, dict]] = []
+
+    def _record(self, name, args, kwargs):
+        for t in (*args, *kwargs.values()):
+            if isinstance(t, torch.Tensor):
+                assert t.is_contiguous(), f"{name}: nvdiffrast needs contiguous tensors"
+        self.calls.append((name, args, kwargs))
+
+    def RasterizeCudaContext(self, device=None):  # nvdiffrast's name
+        return ("context", device)
+
+    def rasterize(self, glctx, pos, tri, resolution):
+        self._record("rasterize", (glctx, pos, tri, resolution), {})
+        return R._rasterize_torch(pos, tri, *resolution)
+
+    def interpolate(self, attr, rast, tri):
+        self._record("interpolate", (attr, rast, tri), {})
+        assert attr.dim() == 3, "nvdiffrast takes [B or 1, V, C] attributes"
+        return R._interpolate_torch(attr, rast, tri), None  # (values, derivatives) as nvdiffrast returns
+
+    def texture(self, tex, uv, filter_mode="auto", boundary_mode="wrap"):
+        self._record("texture", (tex, uv), {"filter_mode": filter_mode, "boundary_mode": boundary_mode})
+        return R._texture_torch(tex, uv, filter_mode, boundary_mode)
+
+    def antialias(self, color, rast, pos, tri):
+        self._record("antialias", (color, rast, pos, tri), {})
+        return R._antialias_torch(color, rast, pos, tri)
+
+
+@pytest.fixture
+def fake_nvdiffrast(monkeypatch):
+    """Every op with backend 'auto' or 'nvdiffrast' goes to a FakeNvdiffrast, CPU tensors included."""
+    fake = FakeNvdiffrast()
+    monkeypatch.setattr(R, "_nvdiffrast", lambda: fake)
+    monkeypatch.setattr(R, "_pick_backend", lambda backend, device: "torch" if backend == "torch" else "nvdiffrast")
+    monkeypatch.setitem(R._cuda_contexts, torch.device("cpu"), fake.RasterizeCudaContext(torch.device("cpu")))
+    return fake
+
+
+def test_the_nvdiffrast_branch_passes_nvdiffrast_layouts(fake_nvdiffrast):
+    pos, tri, verts = sphere_clip(2, 24, 32, azimuths=(30.0, 200.0))
+    strided = pos.transpose(0, 1).contiguous().transpose(0, 1)  # same values, not contiguous
+    rast, db = R.rasterize(strided, tri, (24, 32), backend="nvdiffrast")
+    name, (ctx, p, t, resolution), _ = fake_nvdiffrast.calls[-1]
+    assert name == "rasterize" and ctx == ("context", torch.device("cpu")) and resolution == (24, 32)
+    assert torch.equal(p, pos) and t.dtype == torch.int32
+    twin_rast, twin_db = R.rasterize(pos, tri, (24, 32), backend="torch")
+    assert torch.equal(rast, twin_rast) and torch.equal(db, twin_db)
+
+    colors = R.interpolate(verts * 0.5 + 0.5, rast, tri)  # [V, C]: nvdiffrast gets a batch of one
+    assert fake_nvdiffrast.calls[-1][1][0].shape == (1, len(verts), 3)
+    assert colors.shape == (2, 24, 32, 3)
+    torch.testing.assert_close(colors, R.interpolate(verts * 0.5 + 0.5, rast, tri, backend="torch"))
+
+    tex = torch.rand(1, 8, 8, 3)
+    uv = colors[..., :2].contiguous()
+    sampled = R.texture(tex, uv, "nearest", "clamp")
+    assert fake_nvdiffrast.calls[-1][2] == {"filter_mode": "nearest", "boundary_mode": "clamp"}
+    torch.testing.assert_close(sampled, R.texture(tex, uv, "nearest", "clamp", backend="torch"))
+
+    smooth = R.antialias(colors, rast, pos, tri)
+    name, (c, r, p, t), _ = fake_nvdiffrast.calls[-1]
+    assert name == "antialias" and c is not None and torch.equal(r, rast) and torch.equal(p, pos)
+    torch.testing.assert_close(smooth, R.antialias(colors, rast, pos, tri, backend="torch"))
+
+
+def test_the_nvdiffrast_branch_validates_before_calling_nvdiffrast(fake_nvdiffrast):
+    pos, tri, _ = sphere_clip(1, 8, 8)
+    for call in (
+        lambda: R.rasterize(pos.double(), tri, (8, 8)),
+        lambda: R.rasterize(pos, tri.long(), (8, 8)),
+        lambda: R.rasterize(pos, tri, (8, 0)),
+        lambda: R.interpolate(torch.zeros(3, 2), torch.zeros(1, 8, 8, 4), torch.tensor([[0, 1, 5]], dtype=torch.int32)),
+    ):
+        with pytest.raises(ValueError):
+            call()
+    assert fake_nvdiffrast.calls == []
+
+
+def test_the_mesh_renderer_through_the_nvdiffrast_branch_matches_torch(fake_nvdiffrast):
+    from text3d.renderer.mesh import Mesh, MeshRenderer
+
+    sphere = trimesh.creation.icosphere(subdivisions=2)
+    mesh = Mesh(torch.tensor(sphere.vertices, dtype=torch.float32), torch.tensor(sphere.faces))
+    one = torch.ones(2)
+    cameras = spherical_cameras(torch.tensor([0.0, 90.0]), 20 * one, 3 * one, 50 * one, 16, 16)
+    texture = (mesh.vertices[:, :2] * 0.5 + 0.5, torch.rand(8, 8, 3))
+    out = {b: MeshRenderer(backend=b).render(mesh, cameras, texture=texture) for b in ("nvdiffrast", "torch")}
+    assert {c[0] for c in fake_nvdiffrast.calls} == {"rasterize", "interpolate", "texture", "antialias"}
+    for key in ("rgb", "opacity", "normal"):
+        torch.testing.assert_close(out["nvdiffrast"][key], out["torch"][key])
+
+
+def test_a_failing_nvdiffrast_is_reported_in_one_line_once(monkeypatch):
+    device = torch.device("cuda", 7)
+    attempts = []
+
+    class Broken:
+        def RasterizeCudaContext(self, device=None):  # nvdiffrast's name
+            attempts.append(device)
+            raise RuntimeError("Error building extension 'nvdiffrast_plugin'\nlong compiler output ...")
+
+    monkeypatch.setattr(R, "_nvdiffrast", lambda: Broken())
+    monkeypatch.delitem(R._nvdiffrast_problems, device, raising=False)
+    for _ in range(2):
+        assert R._nvdiffrast_problem(device) == "RuntimeError: Error building extension 'nvdiffrast_plugin'"
+    assert len(attempts) == 1
+    monkeypatch.delitem(R._nvdiffrast_problems, device)
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # nvdiffrast against the torch twin (GPU only)
 
 
-def _gpu_problem() -> str | None:
-    if not torch.cuda.is_available():
-        return "CUDA is not available"
+def _nvdiffrast_missing() -> str | None:
     try:
         import nvdiffrast.torch  # noqa: F401
     except ImportError as exc:
@@ -353,7 +475,10 @@ def _gpu_problem() -> str | None:
     return None
 
 
-gpu = pytest.mark.skipif(_gpu_problem() is not None, reason=f"nvdiffrast comparison: {_gpu_problem()}")
+def gpu(test):
+    """A comparison with nvdiffrast: needs CUDA (the gpu marker) and nvdiffrast."""
+    missing = pytest.mark.skipif(_nvdiffrast_missing() is not None, reason=f"nvdiffrast: {_nvdiffrast_missing()}")
+    return pytest.mark.gpu(missing(test))
 
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -11,3 +11,7 @@ class TrainingError(Exception):
     """A run that had to stop (e.g. a non-finite loss): one line, exit code 1, checkpoints kept."""
 
     exit_code = 1
+
+
+class BackendUnavailable(UserError, RuntimeError):
+    """An accelerated backend that was asked for by name (not 'auto') cannot run here: one line, exit code 2."""

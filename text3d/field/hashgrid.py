@@ -1,15 +1,16 @@
-"""Multiresolution hash encoding (Instant-NGP) with a pure-torch reference and an optional tiny-cuda-nn backend."""
+"""Multiresolution hash encoding (Instant-NGP): a pure-torch reference, text3d's CUDA kernels, or tiny-cuda-nn."""
 
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
 import torch
 from torch import Tensor, nn
 
+from text3d import kernels
+from text3d.backends import select_backend
 from text3d.config import Range
 
 # Instant-NGP's spatial-hash primes; the first is 1 so x stays coherent in memory.
@@ -32,8 +33,9 @@ class HashGridConfig:
     """Grid resolution of the finest level (the per-level scale is derived from it)."""
     init_scale: Annotated[float, Range(0.0)] = 1e-4
     """Table entries start uniform in [-init_scale, init_scale]."""
-    backend: Literal["auto", "torch", "tcnn"] = "auto"
-    """'torch' (reference, any device), 'tcnn' (tiny-cuda-nn, CUDA only), or 'auto' (tcnn when usable)."""
+    backend: Literal["auto", "torch", "cuda", "tcnn"] = "auto"
+    """'torch' (reference, any device), 'cuda' (text3d's kernels, same table), 'tcnn' (tiny-cuda-nn, its own
+    parameters), or 'auto' (on CUDA the first that runs of cuda, tcnn, torch)."""
 
     def validate(self) -> None:
         if self.max_resolution < self.base_resolution:
@@ -58,21 +60,6 @@ def level_resolutions(config: HashGridConfig) -> list[int]:
 
 def _wrap_int32(value: int) -> int:
     return (value + 2**31) % 2**32 - 2**31
-
-
-def corner_indices(corners: Tensor, resolution: int, table_size: int) -> Tensor:
-    """Table index of integer grid vertices ``corners: [..., 3]`` (int64) at one level.
-
-    Coarse levels whose ``(resolution + 1)^3`` vertices fit in the table are indexed densely (no collisions);
-    finer levels use Instant-NGP's XOR-of-primes spatial hash.
-    """
-    side = resolution + 1
-    if side**3 <= table_size:
-        return corners[..., 0] + side * (corners[..., 1] + side * corners[..., 2])
-    h = corners[..., 0] * _PRIMES[0]
-    h = h ^ (corners[..., 1] * _PRIMES[1])
-    h = h ^ (corners[..., 2] * _PRIMES[2])
-    return h & (table_size - 1)
 
 
 class _GatherRows(torch.autograd.Function):
@@ -113,7 +100,9 @@ class HashGridEncoding(nn.Module):
         self.config = config
         self.resolutions = level_resolutions(config)
         self.table_size = 2**config.log2_hashmap_size
-        self.backend = _pick_backend(config.backend, device)
+        self.backend = select_backend(
+            "hash grid", config.backend, device, {"cuda": self._cuda_problem, "tcnn": _tcnn_problem}
+        )
         if self.backend == "tcnn":
             self._tcnn = _make_tcnn_encoding(config)
         else:
@@ -135,6 +124,8 @@ class HashGridEncoding(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.backend == "tcnn":
             return self._tcnn(x.clamp(0.0, 1.0)).to(x.dtype)
+        if self.backend == "cuda":
+            return kernels.hash_encode(x.float(), self.table, self.resolutions, self.table_size)
         return self.encode(x, self.table)
 
     def encode(self, x: Tensor, table: Tensor) -> Tensor:
@@ -173,24 +164,18 @@ class HashGridEncoding(nn.Module):
         return torch.cat([dense, hashed], dim=1) + self._level_offset[None, :, None]
 
 
-def tcnn_available() -> bool:
+    def _cuda_problem(self, device: torch.device) -> str | None:
+        if self.config.features_per_level not in kernels.hashgrid.FEATURES:
+            return f"features_per_level must be one of {kernels.hashgrid.FEATURES}"
+        return kernels.problem(device)
+
+
+def _tcnn_problem(device: torch.device) -> str | None:
     try:
         import tinycudann  # noqa: F401
-    except (ImportError, OSError):
-        return False
-    return True
-
-
-def _pick_backend(requested: str, device: torch.device | str | None) -> str:
-    on_cuda = device is not None and torch.device(device).type == "cuda"
-    if requested == "torch":
-        return "torch"
-    if on_cuda and tcnn_available():
-        return "tcnn"
-    if requested == "tcnn":
-        reason = "no CUDA device" if not on_cuda else "tinycudann is not installed"
-        warnings.warn(f"hash grid: tcnn backend unavailable ({reason}); using the torch backend", stacklevel=3)
-    return "torch"
+    except (ImportError, OSError) as e:
+        return f"tinycudann is not importable ({type(e).__name__})"
+    return None
 
 
 def _make_tcnn_encoding(config: HashGridConfig) -> nn.Module:

@@ -92,7 +92,8 @@ class DiffusionModel:
     scheduler: DDPMScheduler
     """Noise schedule of training (``alphas_cumprod``, ``add_noise``); its config is the model's own."""
     vae: AutoencoderKL | None
-    """Image ``[B, 3, H, W]`` in [-1, 1] <-> latents ``[B, C, H/f, W/f]``; None for pixel-space models."""
+    """Image ``[B, 3, H, W]`` in [-1, 1] <-> latents ``[B, C, H/f, W/f]``; None for pixel-space models. float32 when
+    its config asks for ``force_upcast``, else in ``dtype``."""
     model_id: str
     """The hub id or folder it was loaded from."""
     dtype: torch.dtype
@@ -163,10 +164,11 @@ def load_diffusion_model(
     # Check the UNet's channels from the configs before loading any weights (gigabytes for real models).
     with explained("unet/"):
         unet_config = UNet2DConditionModel.load_config(source, subfolder="unet", **hub)
-    channels = 3
+    channels, vae_config = 3, {}
     if kind == "latent":
         with explained("vae/"):
-            channels = AutoencoderKL.load_config(source, subfolder="vae", **hub)["latent_channels"]
+            vae_config = AutoencoderKL.load_config(source, subfolder="vae", **hub)
+        channels = vae_config["latent_channels"]
     c_in, c_out = unet_config["in_channels"], unet_config["out_channels"]
     if c_in != channels or c_out not in (c_in, 2 * c_in):
         raise UserError(
@@ -181,8 +183,10 @@ def load_diffusion_model(
         unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=dtype, **hub)
     vae = None
     if kind == "latent":
+        # VAEs flagged force_upcast (diffusers' default; SD 1.x/2.x) overflow in fp16: keep them in float32.
+        vae_dtype = torch.float32 if vae_config.get("force_upcast", True) else dtype
         with explained("vae/"):
-            vae = AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=dtype, **hub)
+            vae = AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=vae_dtype, **hub)
 
     for module in (text_encoder, unet, vae):
         if module is not None:

@@ -76,17 +76,19 @@ class SDSGuide(ABC):
 
     @abstractmethod
     def encode(self, images: Tensor) -> Tensor:
-        """Renders ``[B, 3, H, W]`` in [0, 1] -> the diffused variable ``[B, C, h, w]`` (differentiable)."""
+        """Renders ``[B, 3, H, W]`` in [0, 1] (float32) -> the diffused variable ``[B, C, h, w]`` (differentiable)."""
 
     def step(self, renders: dict[str, Tensor], cameras: Cameras, step: int) -> dict[str, Tensor]:
         images = renders["rgb"].permute(0, 3, 1, 2)  # [B, 3, H, W]
         size = (self.config.resolution, self.config.resolution)
         if images.shape[-2:] != size:
             images = F.interpolate(images, size, mode="bilinear", align_corners=False, antialias=False)
-        z = self.encode(images.to(self.model.dtype))
+        z = self.encode(images)
         t = self.sample_timesteps(z.shape[0], step)
-        noise = torch.randn(z.shape, generator=self.generator, dtype=torch.float32).to(z.device, z.dtype)
-        grad = self.sds_gradient(z.detach(), t, noise, cameras)
+        # The frozen model sees its own dtype; z and the gradient through the encoder stay in z's (float32 when the
+        # VAE is upcast), so a half-precision UNet does not round the gradient that reaches the renders.
+        noise = torch.randn(z.shape, generator=self.generator, dtype=torch.float32).to(z.device, self.model.dtype)
+        grad = self.sds_gradient(z.detach().to(self.model.dtype), t, noise, cameras)
         target = (z.float() - grad).detach()
         loss = 0.5 * F.mse_loss(z.float(), target, reduction="sum") / z.shape[0]
         return {"loss_sds": loss}
@@ -169,19 +171,13 @@ class SDSGuide(ABC):
 class LatentSDSGuide(SDSGuide):
     """Stable-Diffusion SDS: renders are encoded by the frozen VAE; gradients flow through its encoder."""
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        vae = self.model.vae
-        # VAEs flagged force_upcast (SD 2.x) overflow in fp16: keep the encoder in fp32, the UNet in half.
-        self.vae_dtype = torch.float32 if vae.config.get("force_upcast", False) else self.model.dtype
-        vae.to(self.vae_dtype)
-
     def encode(self, images: Tensor) -> Tensor:
         vae = self.model.vae
-        posterior = vae.encode(images.to(self.vae_dtype) * 2.0 - 1.0).latent_dist
+        # The VAE may be float32 while the UNet is half (force_upcast): renders reach it unrounded.
+        posterior = vae.encode(images.to(vae.dtype) * 2.0 - 1.0).latent_dist
         # A fixed noise draw keeps resume exact (posterior.sample() would use the global RNG).
         eps = torch.randn(posterior.mean.shape, generator=self.generator).to(posterior.mean)
-        return ((posterior.mean + posterior.std * eps) * vae.config.scaling_factor).to(self.model.dtype)
+        return (posterior.mean + posterior.std * eps) * vae.config.scaling_factor
 
 
 class PixelSDSGuide(SDSGuide):

@@ -75,9 +75,18 @@ class MeshRenderer:
         """Colour comes from ``albedo(points [N, 3]) -> [N, 3]`` at surface points, from ``texture``:
         ``(uvs [V, 2], image [Ht, Wt, 3])`` with the image's row 0 at v = 0 (the rasterizer's convention), or
         from ``vertex_colors: [V, 3]``."""
+        dev = mesh.vertices.device
+        # The rasterizer works in float32 (nvdiffrast only takes float32): mixed precision applies to the albedo.
+        albedo_autocast = _current_autocast(dev.type)
+        with torch.autocast(dev.type, enabled=False):
+            return self._render(mesh, cameras, albedo, shading, light_dirs, texture, vertex_colors, albedo_autocast)
+
+    def _render(self, mesh, cameras, albedo, shading, light_dirs, texture, vertex_colors, albedo_autocast):
         dev, backend, s = mesh.vertices.device, self.backend, self.supersample
+        if albedo is not None:
+            albedo = _with_autocast(albedo, dev.type, albedo_autocast)
         tri = mesh.faces.to(torch.int32)
-        pos = world_to_clip(mesh.vertices, cameras.to(dev))
+        pos = world_to_clip(mesh.vertices.float(), cameras.to(dev))
         rast, _ = rz.rasterize(pos, tri, (cameras.height * s, cameras.width * s), backend=backend)
         extra = texture[0] if texture is not None else vertex_colors
         parts = [mesh.vertices, mesh.vertex_normals()] + ([extra] if extra is not None else [])
@@ -124,6 +133,21 @@ class MeshRenderer:
             raise ValueError(f"shading '{shading}' needs light_dirs")
         diffuse = (normal * light_dirs.view(b, 1, 1, 3)).sum(-1, keepdim=True).clamp(min=0.0)
         return base * (self.ambient + (1.0 - self.ambient) * diffuse)
+
+
+def _current_autocast(device_type: str) -> tuple[bool, torch.dtype]:
+    return torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type)
+
+
+def _with_autocast(fn: Callable[[Tensor], Tensor], device_type: str, state: tuple[bool, torch.dtype]):
+    """``fn`` run under the autocast ``state`` (enabled, dtype), whatever the caller's."""
+    enabled, dtype = state
+
+    def run(points: Tensor) -> Tensor:
+        with torch.autocast(device_type, dtype=dtype, enabled=enabled):
+            return fn(points)
+
+    return run
 
 
 class _Lookup:

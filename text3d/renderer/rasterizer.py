@@ -27,14 +27,14 @@ lower triangle index in the torch backend and are unspecified in nvdiffrast.
 
 from __future__ import annotations
 
-import warnings
 from typing import Literal
 
 import torch
 from torch import Tensor
 
+from text3d.backends import select_backend
+
 Backend = Literal["auto", "torch", "nvdiffrast"]
-_BACKENDS = ("auto", "torch", "nvdiffrast")
 
 # nvdiffrast stores triangle ids up to 2^24 as plain floats and larger ones as biased bit patterns.
 _MAX_PLAIN_ID = 1 << 24
@@ -47,7 +47,6 @@ _AA_EPS = 1.0 / 16.0
 
 _nvdiffrast_problems: dict[torch.device, str | None] = {}
 _cuda_contexts: dict[torch.device, object] = {}
-_warned_fallback: set[torch.device] = set()
 
 
 def flip_y(image: Tensor) -> Tensor:
@@ -463,23 +462,8 @@ def _check_devices(**tensors: Tensor) -> None:
 
 
 def _pick_backend(backend: str, device: torch.device) -> str:
-    if backend not in _BACKENDS:
-        raise ValueError(f"backend: expected one of {', '.join(_BACKENDS)}, got {backend!r}")
-    if backend == "torch":
-        return "torch"
-    if backend == "nvdiffrast" and device.type != "cuda":
-        raise ValueError(f"backend: 'nvdiffrast' needs CUDA tensors, got tensors on {device}")
-    if device.type != "cuda":
-        return "torch"
-    problem = _nvdiffrast_problem(device)
-    if problem is None:
-        return "nvdiffrast"
-    if backend == "nvdiffrast":
-        raise RuntimeError(f"rasterizer: nvdiffrast backend unavailable ({problem}); use backend='torch'")
-    if device not in _warned_fallback:
-        _warned_fallback.add(device)
-        warnings.warn(f"rasterizer: nvdiffrast backend unavailable ({problem}); using the torch backend", stacklevel=3)
-    return "torch"
+    # Through a lambda, so that the probe is looked up at call time (tests replace it).
+    return select_backend("rasterizer", backend, device, {"nvdiffrast": lambda d: _nvdiffrast_problem(d)})
 
 
 def _nvdiffrast_problem(device: torch.device) -> str | None:

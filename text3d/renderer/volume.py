@@ -9,8 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from text3d import kernels
+from text3d.backends import select_backend
 from text3d.config import Range
 from text3d.renderer.cameras import Cameras
+from text3d.renderer.compositing import pack_info, render_weight_from_density
 from text3d.renderer.occupancy import OccupancyConfig, OccupancyGrid
 
 Shading = Literal["albedo", "lambertian", "textureless"]
@@ -50,6 +53,9 @@ class RendererConfig:
     """Ambient light fraction for lambertian and textureless shading."""
     occupancy: OccupancyConfig = field(default_factory=OccupancyConfig)
     """Space skipping."""
+    backend: Literal["auto", "torch", "cuda"] = "auto"
+    """Alpha compositing: 'torch' (dense, any device), 'cuda' (text3d's kernel over occupied samples only), or
+    'auto' (cuda on a CUDA device when it builds)."""
 
     def validate(self) -> None:
         if any(not 0.0 <= c <= 1.0 for c in self.background_color):
@@ -101,6 +107,7 @@ class VolumeRenderer(nn.Module):
         self.occupancy = OccupancyGrid(config.occupancy, radius, device=device)
         self.background = BackgroundMLP().to(device) if config.background == "mlp" else None
         self.register_buffer("bg_color", torch.tensor(config.background_color, device=device), persistent=False)
+        self.compositing = select_backend("volume compositing", config.backend, device, {"cuda": kernels.problem})
 
     @property
     def step_size(self) -> float:
@@ -178,11 +185,7 @@ class VolumeRenderer(nn.Module):
             sigma_a, rgb_a, normal_a = field.density_and_normal(x)
         else:
             sigma_a, rgb_a = field(x)
-        # Scatter the active samples back; empty samples keep zero density.
-        sigma = torch.zeros(active.shape, device=o.device, dtype=sigma_a.dtype).index_put((active,), sigma_a)
-        alpha = 1.0 - torch.exp(-sigma * dt)
-        trans = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1.0 - alpha[:, :-1] + 1e-10], dim=1), dim=1)
-        weights = alpha * trans  # [R, S]
+        weights = self._weights(sigma_a, active, dt)  # [R, S]
         opacity = weights.sum(dim=1, keepdim=True)
         depth = (weights * t).sum(dim=1, keepdim=True) / opacity.clamp(min=1e-6)
 
@@ -200,6 +203,18 @@ class VolumeRenderer(nn.Module):
             facing = (normal * d[:, None, :]).sum(dim=-1).clamp(min=0.0)  # normals pointing away from the camera
             out["orientation"] = (weights.detach() * facing.square()).sum(dim=1, keepdim=True)
         return out
+
+    def _weights(self, sigma_a: Tensor, active: Tensor, dt: Tensor) -> Tensor:
+        """Compositing weights ``[R, S]`` from the densities ``sigma_a: [M]`` of the ``active: [R, S]`` samples."""
+        if self.compositing == "cuda":  # packed: empty samples are never touched
+            deltas = dt.expand(active.shape)[active]
+            w_a = render_weight_from_density(sigma_a.float(), deltas, pack_info(active.sum(dim=1)), backend="cuda")
+            return torch.zeros(active.shape, device=w_a.device, dtype=w_a.dtype).index_put((active,), w_a)
+        # Dense: scatter the active samples back; empty samples keep zero density.
+        sigma = torch.zeros(active.shape, device=sigma_a.device, dtype=sigma_a.dtype).index_put((active,), sigma_a)
+        alpha = 1.0 - torch.exp(-sigma * dt)
+        trans = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1.0 - alpha[:, :-1] + 1e-10], dim=1), dim=1)
+        return alpha * trans
 
     def _shade(self, albedo: Tensor, normal: Tensor, light: Tensor | None, active: Tensor, shading: Shading) -> Tensor:
         """Colour of active samples ``[M, 3]`` under the given shading mode."""

@@ -14,6 +14,7 @@ from typing import Annotated, Literal, Protocol
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from torch import Tensor, nn
 
 from text3d.config import Range
@@ -115,6 +116,10 @@ def make_accelerator(config: TrainerConfig) -> Accelerator:
         from text3d.errors import UserError
 
         raise UserError("trainer.device=cuda but no CUDA device is available (use trainer.device=auto or cpu)")
+    # accelerate keeps one process-wide state and refuses a second Accelerator with another precision or device;
+    # each job (a UI or batch process runs many) brings its own, so drop the previous job's. PartialState, which
+    # holds the distributed setup, stays.
+    AcceleratorState._reset_state()
     return Accelerator(cpu=cpu, mixed_precision=config.mixed_precision)
 
 

@@ -57,7 +57,7 @@ def _write_unet(path: Path, seed: int, sample_size: int, in_channels: int, out_c
     ).save_pretrained(path)
 
 
-def _write_model_index(path: Path, class_name: str, components: dict[str, tuple[str, str]]) -> None:
+def write_model_index(path: Path, class_name: str, components: dict[str, tuple[str, str]]) -> None:
     index = {"_class_name": class_name, "_diffusers_version": diffusers.__version__}
     index.update({name: list(lib_cls) for name, lib_cls in sorted(components.items())})
     (path / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
@@ -72,7 +72,7 @@ def _write_common(path: Path, seed: int) -> None:
 
 
 # model_index.json entries of the parts both kinds share: (library, class) per subfolder.
-_COMMON_PARTS = {
+COMMON_PARTS = {
     "tokenizer": ("transformers", "CLIPTokenizer"),
     "text_encoder": ("transformers", "CLIPTextModel"),
     "unet": ("diffusers", "UNet2DConditionModel"),
@@ -107,7 +107,7 @@ def make_tiny_sd(path: str | Path, seed: int = 0, sample_size: int = 32) -> Path
         clip_sample=False,
         steps_offset=1,
     ).save_pretrained(path / "scheduler")
-    _write_model_index(path, "StableDiffusionPipeline", {**_COMMON_PARTS, "vae": ("diffusers", "AutoencoderKL")})
+    write_model_index(path, "StableDiffusionPipeline", {**COMMON_PARTS, "vae": ("diffusers", "AutoencoderKL")})
     return path
 
 
@@ -125,5 +125,5 @@ def make_tiny_pixel(path: str | Path, seed: int = 0, sample_size: int = 32, lear
         beta_schedule="squaredcos_cap_v2",
         variance_type="learned_range" if learned_variance else "fixed_small",
     ).save_pretrained(path / "scheduler")
-    _write_model_index(path, "Text3DPixelDiffusion", _COMMON_PARTS)
+    write_model_index(path, "Text3DPixelDiffusion", COMMON_PARTS)
     return path
