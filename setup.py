@@ -1,6 +1,6 @@
-"""Packaging that pyproject.toml cannot express: the kernel sources in cuda/ shipped as the package data
-``text3d.kernels.sources`` (so a wheel can JIT-build them), and, with ``TEXT3D_BUILD_CUDA=1``, the kernels prebuilt as
-``text3d._C``:
+"""Packaging that pyproject.toml cannot express: two top-level folders shipped as package data (one source of
+truth, no copies in the tree) -- configs/ as ``text3d.presets`` and cuda/ as ``text3d.kernels.sources`` (so a wheel
+can JIT-build the kernels) -- and, with ``TEXT3D_BUILD_CUDA=1``, the kernels prebuilt as ``text3d._C``:
 
     TEXT3D_BUILD_CUDA=1 pip install --no-build-isolation .     # needs torch with CUDA, nvcc and ninja
 """
@@ -31,8 +31,10 @@ def cuda_extension() -> dict:
     return {"ext_modules": [extension], "cmdclass": {"build_ext": BuildExtension}}
 
 
+DATA_PACKAGES = {"text3d.presets": "configs", "text3d.kernels.sources": "cuda"}
+
 setup(
-    packages=[*find_packages(include=["text3d", "text3d.*"]), "text3d.kernels.sources"],
-    package_dir={"text3d.kernels.sources": "cuda"},
+    packages=[*find_packages(include=["text3d", "text3d.*"]), *DATA_PACKAGES],
+    package_dir=DATA_PACKAGES,
     **cuda_extension(),
 )

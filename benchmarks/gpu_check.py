@@ -207,7 +207,7 @@ def part_install(args) -> dict:
             else:
                 result["unavailable"].append(req)
     # The project imports with what is there now (a fresh interpreter sees the new site folder).
-    code = "import text3d.cli, text3d.pipeline, text3d.kernels, diffusers, trimesh, xatlas, fast_simplification"
+    code = "import text3d.cli, text3d.app.jobs, text3d.kernels, diffusers, trimesh, xatlas, fast_simplification"
     subprocess.run([sys.executable, "-c", code], check=True)
     result["turntable"] = importlib.util.find_spec("imageio_ffmpeg") is not None or any(
         r.startswith("imageio-ffmpeg") for r in result["installed"])
@@ -312,8 +312,8 @@ def e2e_run(preset: str, work: Path, cuda: bool, turntable: bool) -> dict:
 
     import torch
 
-    from text3d.cli import load_config
-    from text3d.pipeline import generate
+    from text3d.app.jobs import generate
+    from text3d.app.presets import load_config
     from text3d.stage.trainer import Callback
 
     backends: list[str] = []

@@ -15,12 +15,10 @@ exits 0.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -49,29 +47,17 @@ def peak_gib(device: torch.device) -> float | None:
 
 def measure_preset(preset: str, model_dir: Path, repeats: int, overrides: list[str]) -> dict:
     """Floor and per-stage step times (seconds) and peak memory (GiB) of one preset."""
-    from text3d.cli import load_config
-    from text3d.guide.models import load_diffusion_model
-    from text3d.guide.sds import make_sds_guide
-    from text3d.pipeline import mesh_renderer
-    from text3d.prompt.processor import PromptProcessor
-    from text3d.renderer.cameras import CameraSampler
-    from text3d.stage.coarse import CoarseStage
-    from text3d.stage.geometry import GeometryStage
-    from text3d.stage.texture import TextureStage
-    from text3d.stage.trainer import Trainer, make_accelerator
+    from text3d.app.chain import STAGES, Handover
+    from text3d.app.jobs import generation_context
+    from text3d.app.presets import load_config
+    from text3d.stage.trainer import Trainer
 
     prompt = "prompt.text=a dslr photo of a hamburger"
     config = load_config(preset, [f"guide.sds.model.model={model_dir}", prompt, *overrides])
-    accelerator = make_accelerator(config.trainer)
-    device = accelerator.device
-    sds = config.guide.sds
-    model = load_diffusion_model(sds.model, sds.kind, device)
-    prompts = PromptProcessor(config.prompt, model.tokenizer, model.text_encoder, device, model.dtype)
-
-    def guide(stage_config):
-        scale = stage_config.guidance_scale
-        return make_sds_guide(sds if scale is None else replace(sds, guidance_scale=scale), model, prompts,
-                              stage_config.max_steps, config.seed)
+    ctx = generation_context(config)  # as a run sets up: the model loaded once, a guide per stage
+    device, accelerator = ctx.device, ctx.accelerator
+    coarse_guide = ctx.make_guide(config.coarse)
+    model, sds = coarse_guide.model, config.guide.sds
 
     views = config.coarse.camera.batch_size
     res, factor = sds.resolution, model.vae_scale_factor
@@ -82,50 +68,26 @@ def measure_preset(preset: str, model_dir: Path, repeats: int, overrides: list[s
     with torch.no_grad():
         unet_s = timed(lambda: model.unet(latents, t, encoder_hidden_states=text), repeats)
     image = torch.rand(views, 3, res, res, device=device, requires_grad=True)
-    coarse_guide = guide(config.coarse)
     vae_s = timed(lambda: coarse_guide.encode(image).float().sum().backward(), repeats)
     floor = unet_s + vae_s
 
-    seed, result = config.seed, {}
-    renderer = mesh_renderer(config, device)
-
-    def coarse():
-        sampler = CameraSampler(config.coarse.camera)
-        return CoarseStage(config.coarse, coarse_guide, sampler, sampler.orbit(), device, seed)
-
-    def geometry(field):
-        sampler = CameraSampler(config.geometry.camera)
-        return GeometryStage(config.geometry, guide(config.geometry), sampler, sampler.orbit(), field,
-                             config.coarse.field.radius, renderer, device, seed)
-
-    def texture(field, mesh):
-        sampler = CameraSampler(config.texture.camera)
-        albedo = copy.deepcopy(field).requires_grad_(True)  # as the pipeline does: the geometry froze the field
-        return TextureStage(config.texture, guide(config.texture), sampler, sampler.orbit(), mesh, albedo, renderer,
-                            device, seed)
-
+    result = {}
+    handover = Handover()
     with tempfile.TemporaryDirectory() as run_dir:
-
-        def measure(stage) -> None:
+        for link in STAGES:  # each stage built as a run builds it, from what the stage before handed on
+            stage = link.build(ctx, handover)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
             trainer = Trainer(stage, config.trainer, accelerator, Path(run_dir))
             steps = iter(range(10**9))
             step_s = timed(lambda: trainer._step(next(steps), None), repeats)
-            result[stage.name] = {
+            result[link.name] = {
                 "step_ms": round(step_s * 1000, 2),
                 "ratio_to_floor": round(step_s / floor, 3),
                 "peak_gib": peak_gib(device),
                 "max_steps": stage.max_steps,
             }
-
-        first = coarse()
-        measure(first)
-        second = geometry(first.field)
-        measure(second)
-        with torch.no_grad():
-            mesh = second.mesh()
-        measure(texture(first.field, mesh))
+            link.hand_on(stage, handover, ctx, Path(run_dir))
     return {
         "preset": preset,
         "views_per_step": views,

@@ -25,13 +25,13 @@ import PIL.Image
 import PIL.ImageDraw
 import torch
 
-from text3d.cli import load_config
+from text3d.app.jobs import generate
+from text3d.app.presets import TOY_PRESET, load_config
+from text3d.app.run_dir import is_finished
 from text3d.export.video import contact_sheet
 from text3d.guide.models import ModelConfig, load_diffusion_model
 from text3d.io import write_image, write_json, write_text
-from text3d.pipeline import generate
-from text3d.run import is_finished
-from text3d.toy.bundled import TOY_MODEL, TOY_PRESET
+from text3d.toy.bundled import TOY_MODEL_DIR
 from text3d.toy.judge import judge_glb, judge_image
 from text3d.toy.sample import sample_images
 from text3d.toy.vocabulary import COLORS, SHAPES, caption
@@ -48,7 +48,7 @@ def prompts() -> list[tuple[str, str]]:
 
 def judge_samples(per_prompt: int, guidance_scale: float, out: Path) -> dict:
     """Sample ``per_prompt`` images for each prompt, judge them, and write them to ``out`` (a row per prompt)."""
-    model = load_diffusion_model(ModelConfig(model=TOY_MODEL, dtype="fp32"), "pixel", "cpu")
+    model = load_diffusion_model(ModelConfig(model=str(TOY_MODEL_DIR), dtype="fp32"), "pixel", "cpu")
     rows, sheet, t0 = [], [], time.perf_counter()
     for color, shape in prompts():
         images = sample_images(model, [caption(color, shape)] * per_prompt, guidance_scale=guidance_scale, seed=0)

@@ -27,7 +27,7 @@ def tiny_dataset(tmp_path_factory) -> Path:
 @pytest.fixture
 def tiny_config(tiny_dataset):
     """The tiny-test preset pointed at the tiny dataset."""
-    from text3d.cli import load_config
+    from text3d.app.presets import load_config
 
     return load_config(str(REPO / "configs" / "tiny-test.yaml"), [f"data.path={tiny_dataset}"])
 

@@ -6,7 +6,8 @@ import threading
 
 import pytest
 
-from text3d.batch import BatchItem, plan_batch, read_prompt_file, run_batch
+from text3d.app.batch import plan_batch, run_batch
+from text3d.app.prompt_files import BatchItem, read_prompt_file
 from text3d.cli import main
 from text3d.errors import UserError
 from text3d.stage.trainer import Callback

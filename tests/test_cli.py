@@ -9,7 +9,7 @@ import yaml
 
 from text3d.cli import main
 from text3d.config import field_docs
-from text3d.config.schema import Text3DConfig
+from text3d.app.schema import Text3DConfig
 
 TINY = "tiny-test"  # found in the repo's configs/
 
@@ -28,7 +28,7 @@ def test_help_works_from_the_console_script(argv):
 
 def test_import_does_not_pull_optional_backends():
     code = (
-        "import sys, text3d, text3d.cli, text3d.pipeline;"
+        "import sys, text3d, text3d.cli, text3d.app.jobs;"
         "bad = [m for m in ('tinycudann', 'nvdiffrast', 'gradio') if m in sys.modules];"
         "print(bad); sys.exit(1 if bad else 0)"
     )

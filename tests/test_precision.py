@@ -5,10 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from text3d.cli import load_config
+from text3d.app.jobs import generate
+from text3d.app.presets import load_config
 from text3d.guide.models import ModelConfig, load_diffusion_model
 from text3d.guide.sds import SDSConfig, make_sds_guide
-from text3d.pipeline import generate
 from text3d.prompt.processor import PromptConfig, PromptProcessor
 from text3d.renderer.cameras import spherical_cameras
 

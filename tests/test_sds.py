@@ -6,10 +6,11 @@ import torch
 import torch.nn.functional as F
 import trimesh
 
-from text3d.cli import load_config, main
+from text3d.app.jobs import generate
+from text3d.app.presets import load_config
+from text3d.cli import main
 from text3d.guide.models import ModelConfig, load_diffusion_model
 from text3d.guide.sds import SDSConfig, make_sds_guide
-from text3d.pipeline import generate
 from text3d.prompt.processor import PromptConfig, PromptProcessor
 from text3d.renderer.cameras import spherical_cameras
 from text3d.stage.trainer import Callback
@@ -145,16 +146,16 @@ def test_generate_resume_matches_an_uninterrupted_run(tiny_pixel_path, tmp_path)
 
 
 def test_a_stage_can_have_its_own_guidance_scale(tiny_pixel_path, tmp_path, monkeypatch):
-    from text3d.guide import sds
+    from text3d.app import jobs
 
     made = []
-    real = sds.make_sds_guide
+    real = jobs.make_sds_guide
 
     def spy(config, model, prompts, max_steps, seed):
         made.append((config.guidance_scale, max_steps))
         return real(config, model, prompts, max_steps, seed)
 
-    monkeypatch.setattr(sds, "make_sds_guide", spy)
+    monkeypatch.setattr(jobs, "make_sds_guide", spy)
     overrides = [f"guide.sds.model.model={tiny_pixel_path}", "guide.sds.kind=pixel", "prompt.text=a blue ball"]
     overrides += ["guide.sds.guidance_scale=7", "texture.guidance_scale=2.5", "geometry.max_steps=2"]
     generate(load_config("tiny-test", overrides), tmp_path / "run")

@@ -6,11 +6,12 @@ import json
 import pytest
 import torch
 
-from text3d.cli import load_config, main
+from text3d.app.jobs import generate
+from text3d.app.presets import load_config
+from text3d.cli import main
 from text3d.config import load_yaml
 from text3d.errors import UserError
 from text3d.guide.models import ModelConfig, load_diffusion_model
-from text3d.pipeline import generate
 from text3d.toy.bundled import TOY_MODEL, TOY_MODEL_DIR, check_toy_prompt
 from text3d.toy.judge import judge_glb, judge_image
 from text3d.toy.sample import sample_images
@@ -23,7 +24,7 @@ from text3d.toy.world import render_toy_batch
 def toy_model():
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HF_HUB_OFFLINE", "1")  # a hub request would fail here: the model must come from the package
-        return load_diffusion_model(ModelConfig(model=TOY_MODEL, dtype="fp32"), "pixel", "cpu")
+        return load_diffusion_model(ModelConfig(model=str(TOY_MODEL_DIR), dtype="fp32"), "pixel", "cpu")
 
 
 def test_the_bundled_model_loads_offline_through_from_pretrained(toy_model):
@@ -107,7 +108,8 @@ def test_the_toy_preset_renders_what_the_model_was_trained_on():
 
 
 def test_a_batch_with_a_prompt_the_toy_model_does_not_know_is_refused_before_it_runs(tmp_path):
-    from text3d.batch import plan_batch, read_prompt_file
+    from text3d.app.batch import plan_batch
+    from text3d.app.prompt_files import read_prompt_file
 
     prompts = tmp_path / "p.txt"
     prompts.write_text("a red cube\na blue teapot\n")

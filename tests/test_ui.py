@@ -108,7 +108,7 @@ def test_generate_streams_progress_and_serves_the_run(server):
 
 
 def test_run_directories_never_overwrite_a_finished_run(tmp_path):
-    from text3d.cli import load_config
+    from text3d.app.presets import load_config
     from text3d.config import to_yaml
     from text3d.ui.runs import choose_run_dir
 

@@ -1,29 +1,32 @@
-"""The ``text3d`` command line."""
+"""The ``text3d`` command line: argument parsing and what is printed; every verb runs the application layer."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
 from text3d import __version__
+from text3d.app.jobs import export_run, generate, reconstruct
+from text3d.app.presets import GPU_PRESET, TOY_PRESET, generation_preset, load_config
+from text3d.app.progress import TqdmCallback
+from text3d.app.run_dir import DEFAULT_OUTPUT_ROOT, run_names
+from text3d.app.schema import Text3DConfig
 from text3d.batch import add_batch_parser, cmd_batch
+from text3d.config import describe, to_yaml
+from text3d.data.synthetic import make_dataset
 from text3d.errors import TrainingError, UserError
-from text3d.toy.bundled import TOY_PRESET
 from text3d.ui.command import add_ui_parser, cmd_ui
-
-SD_PRESET = "dreamfusion-sd"
-"""Preset of text-to-3D runs on a GPU."""
-PRESET_DIRS = [Path.cwd() / "configs", Path(__file__).resolve().parent.parent / "configs"]
 
 log = logging.getLogger("text3d")
 
 
 def _add_run_options(p: argparse.ArgumentParser, default_preset: str | None) -> None:
     p.add_argument("--out", type=Path, help="run directory (default: outputs/<name>-<seed>)")
-    default = default_preset or f"{SD_PRESET} with CUDA or --model, else {TOY_PRESET} (the bundled toy model)"
-    p.add_argument("--preset", default=default_preset, help=f"preset name in configs/ or a YAML path (default: {default})")
+    default = default_preset or f"{GPU_PRESET} with CUDA or --model, else {TOY_PRESET} (the bundled toy model)"
+    p.add_argument("--preset", default=default_preset, help=f"preset name or a YAML path (default: {default})")
     p.add_argument("--seed", type=int, help="random seed (overrides the preset's)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -84,52 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="print a resolved config, or every key with its documentation",
         description="Print the config a run would use (preset + overrides), or with --keys every key and its doc.",
     )
-    p.add_argument("--preset", help="preset name in configs/ or a YAML path")
+    p.add_argument("--preset", help="preset name or a YAML path")
     p.add_argument("--keys", action="store_true", help="list every config key with its type, default and doc")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
 
     add_batch_parser(sub)
     add_ui_parser(sub)
     return parser
-
-
-def load_config(preset: str | None, overrides: list[str], extra: list[str] = ()):
-    """Defaults <- preset YAML <- command-line options <- KEY=VALUE overrides."""
-    from text3d.config import Layer, build, load_yaml, resolve_preset
-    from text3d.config.schema import Text3DConfig
-
-    layers = [load_yaml(resolve_preset(preset, PRESET_DIRS))] if preset else []
-    if extra:
-        layers.append(Layer(_nest(extra), source="command line"))
-    return build(Text3DConfig, layers, overrides)
-
-
-def generation_preset(preset: str | None, model: str | None, gpu_preset: str = SD_PRESET) -> str:
-    """The preset of text-to-3D runs: ``preset`` when given; else ``gpu_preset`` with CUDA (or when ``model`` names
-    a model), else the bundled toy model, which runs on a CPU in minutes; that choice is said in one line."""
-    if preset is not None:
-        return preset
-    import torch
-
-    if model is not None or torch.cuda.is_available():
-        return gpu_preset
-    print(
-        f'no CUDA device: using the bundled toy model (--preset {TOY_PRESET}; prompts "a COLOUR SHAPE"); '
-        f"--preset {gpu_preset} runs Stable Diffusion",
-        file=sys.stderr,
-    )
-    return TOY_PRESET
-
-
-def _nest(pairs) -> dict:
-    out: dict = {}
-    for key, value in pairs:
-        node = out
-        *parents, leaf = key.split(".")
-        for k in parents:
-            node = node.setdefault(k, {})
-        node[leaf] = value
-    return out
 
 
 def _check_overrides(overrides: list[str]) -> None:
@@ -141,8 +105,6 @@ def _check_overrides(overrides: list[str]) -> None:
 
 def _run_job(args: argparse.Namespace, job, extra: list[tuple[str, object]], name: str | None = None) -> int:
     """Shared by the training verbs: config from preset + options + overrides, run directory, progress bar."""
-    from text3d.run import DEFAULT_OUTPUT_ROOT, run_names
-
     _check_overrides(args.overrides)
     if args.seed is not None:
         extra.append(("seed", args.seed))
@@ -159,34 +121,28 @@ def _run_job(args: argparse.Namespace, job, extra: list[tuple[str, object]], nam
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
-    from text3d.pipeline import reconstruct
-
     return _run_job(args, reconstruct, [("data.path", str(args.dataset))], name=args.dataset.resolve().name)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from text3d.pipeline import generate
-
     extra: list[tuple[str, object]] = [("prompt.text", args.prompt)]
     if args.negative is not None:
         extra.append(("prompt.negative", args.negative))
     if args.model is not None:
         extra.append(("guide.sds.model.model", args.model))
-    args.preset = generation_preset(args.preset, args.model)
+    args.preset, note = generation_preset(args.preset, args.model)
+    if note:
+        print(note, file=sys.stderr)
     return _run_job(args, generate, extra)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from text3d.pipeline import export_run
-
     result = export_run(args.run_dir)
     print(f"wrote {', '.join(result.metrics['export']['files'])} in {args.run_dir}")
     return 0
 
 
 def cmd_make_dataset(args: argparse.Namespace) -> int:
-    from text3d.data.synthetic import make_dataset
-
     for name in ("train_views", "test_views", "resolution"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1")
@@ -198,9 +154,6 @@ def cmd_make_dataset(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from text3d.config import describe, to_yaml
-    from text3d.config.schema import Text3DConfig
-
     _check_overrides(args.overrides)
     if args.keys:
         print(describe(Text3DConfig))
@@ -209,34 +162,8 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
-class TqdmCallback:
-    """A progress bar per stage on stderr, showing the latest losses."""
-
-    def __init__(self) -> None:
-        self.bar = None
-
-    def on_start(self, progress) -> None:
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=progress.max_steps, initial=progress.step, desc=progress.stage, dynamic_ncols=True)
-
-    def on_step(self, progress) -> None:
-        self.bar.update(progress.step - self.bar.n)
-        self.bar.set_postfix({k: f"{v:.4g}" for k, v in progress.losses.items()}, refresh=False)
-
-    def on_preview(self, progress, path) -> None: ...
-
-    def on_checkpoint(self, progress, path) -> None: ...
-
-    def on_end(self, progress) -> None:
-        self.bar.update(progress.step - self.bar.n)
-        self.bar.close()
-
-
 def _quiet_libraries() -> None:
     """Hide the model libraries' own loading bars and info chatter; our progress bar is the one to watch."""
-    import os
-
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")

@@ -13,7 +13,8 @@ order (mappings merge key by key: sections and ``dict`` fields; every other valu
 against its field type and returns the instance. Every problem is a one-line :class:`UserError` that names the
 dotted key and, where known, where the value came from (a preset file or the command line).
 
-YAML is read with YAML 1.2 scalars (see ``_Loader``): only ``true``/``false`` are booleans and ``1e-4`` is a float.
+YAML is read with YAML 1.2 scalars (:mod:`text3d.config.yaml12`): only ``true``/``false`` are booleans and ``1e-4``
+is a float. Reading preset files: :mod:`text3d.config.files`.
 """
 
 from __future__ import annotations
@@ -25,24 +26,23 @@ import functools
 import inspect
 import json
 import math
-import re
 import textwrap
 import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePath
+from pathlib import PurePath
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
+from text3d.config.yaml12 import YAMLError, read_yaml, write_yaml, yaml_where
 from text3d.errors import UserError
 
 T = TypeVar("T")
 _NoneType = type(None)
 _MISSING: Any = dataclasses.MISSING
 _CLI = "command line"
-_YAML_SUFFIXES = (".yaml", ".yml")
 
 
 @dataclass(frozen=True)
@@ -91,92 +91,8 @@ class Layer(dict):
         self.source = source
 
 
-# --- YAML -----------------------------------------------------------------------------------------------------
-# PyYAML implements YAML 1.1: `yes`/`no`/`on`/`off` are booleans, `010` is octal 8, `1e-4` is a *string* (its floats
-# need a dot) and `2024-01-01` is a date. Those surprise users of a config tool, so presets and command-line values are
-# read with the YAML 1.2 core schema: only true/false are booleans, `1e-4` is a float, `010` is 10, dates are strings.
-_BOOL, _INT, _FLOAT, _TIMESTAMP = (f"tag:yaml.org,2002:{t}" for t in ("bool", "int", "float", "timestamp"))
-_YAML12 = [  # (tag, regexp, possible first characters); int before float so that "10" is an int
-    (_BOOL, r"true|True|TRUE|false|False|FALSE", "tTfF"),
-    (_INT, r"[-+]?[0-9]+(?:_[0-9]+)*|[-+]?0x[0-9a-fA-F]+", "-+0123456789"),
-    (_FLOAT, r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)",
-     "-+0123456789."),
-]
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 booleans and numbers, and no timestamps."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    ch: [(tag, rx) for tag, rx in resolvers if tag not in (_BOOL, _INT, _FLOAT, _TIMESTAMP)]
-    for ch, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-for _tag, _rx, _first in _YAML12:
-    _Loader.add_implicit_resolver(_tag, re.compile(f"^(?:{_rx})$"), list(_first))
-
-
-def _yaml_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
-    s = loader.construct_scalar(node)
-    return int(s, 16) if "x" in s.lower() else int(s)  # int() reads "010" as 10 and accepts 1_000
-
-
-def _yaml_float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> float:
-    return float(loader.construct_scalar(node).lower().replace(".inf", "inf").replace(".nan", "nan"))
-
-
-_Loader.add_constructor(_INT, _yaml_int)
-_Loader.add_constructor(_FLOAT, _yaml_float)
-
 # Layers stay dumpable with plain yaml.safe_dump (PyYAML only represents exact dicts).
 yaml.SafeDumper.add_representer(Layer, yaml.SafeDumper.represent_dict)
-
-
-class _Dumper(yaml.SafeDumper):
-    """Quotes every string that a YAML 1.1 *or* 1.2 reader would take for something else ("yes", "1e3", "010"),
-    so that ``to_yaml`` output reads back the same with ``yaml.safe_load`` and with :func:`load_yaml`."""
-
-
-for _tag, _rx, _first in _YAML12:
-    _Dumper.add_implicit_resolver(_tag, re.compile(f"^(?:{_rx})$"), list(_first))
-
-
-def _represent_list(dumper: yaml.SafeDumper, data: list) -> yaml.Node:
-    # Lists of scalars (ranges, resolutions) read best on one line: `fov_range: [40.0, 70.0]`.
-    flow = all(not isinstance(x, (list, tuple, dict)) for x in data)
-    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
-
-
-_Dumper.add_representer(list, _represent_list)
-
-
-def _yaml_where(e: yaml.YAMLError) -> str:
-    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-    problem = getattr(e, "problem", None) or getattr(e, "context", None) or str(e)
-    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    return f"{where}: {problem}"
-
-
-def load_yaml(path: str | PurePath) -> dict[str, Any]:
-    """The mapping in a YAML file (``{}`` if empty), as a :class:`Layer` whose source is the file name."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise _error(f"config: file not found: {path}") from None
-    except UnicodeDecodeError:
-        raise _error(f"config: {path} is not UTF-8 text") from None
-    except OSError as e:
-        raise _error(f"config: cannot read {path}: {e.strerror or e}") from None
-    try:
-        data = yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError as e:
-        raise _error(f"config: invalid YAML in {path}{_yaml_where(e)}") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise _error(f"config: {path} must hold a mapping of keys at the top level, got {_got(data)}")
-    return Layer(data, source=path.name)
 
 
 # --- Schema introspection ---------------------------------------------------------------------------------------
@@ -291,11 +207,13 @@ def _accepts(tp: Any, kind: type) -> bool:
 
 
 # --- Checking -----------------------------------------------------------------------------------------------------
-def _error(msg: str) -> UserError:
-    return UserError(" ".join(msg.split()))  # always one line, whatever a key or value contains
+def config_error(msg: str) -> UserError:
+    """A :class:`UserError` on one line, whatever a key or value in ``msg`` contains."""
+    return UserError(" ".join(msg.split()))
 
 
-def _got(value: Any) -> str:
+def describe_value(value: Any) -> str:
+    """A short description of a value for messages: ``null``, ``a mapping``, ``int 42``."""
     if value is None:
         return "null"
     if isinstance(value, Mapping):
@@ -318,11 +236,11 @@ class _Override:
 
     def parse(self, tp: Any, path: str) -> Any:
         try:
-            value = yaml.load(self.text, Loader=_Loader)
-        except yaml.YAMLError as e:
+            value = read_yaml(self.text)
+        except YAMLError as e:
             if _accepts(tp, str):
                 return self.text
-            raise _error(f"config: cannot parse the value of '{path}' ({_CLI}){_yaml_where(e)}") from None
+            raise config_error(f"config: cannot parse the value of '{path}' ({_CLI}){yaml_where(e)}") from None
         if _accepts(tp, str) and not isinstance(value, str):
             return None if value is None and self.text.strip() and _accepts(tp, _NoneType) else self.text
         return value
@@ -335,10 +253,10 @@ class _Checker:
         self.root, self.source = root, source
 
     def fail(self, msg: str) -> UserError:
-        return _error(f"config: {msg} ({self.source})")
+        return config_error(f"config: {msg} ({self.source})")
 
     def expected(self, tp: Any, value: Any, path: str) -> UserError:
-        return self.fail(f"'{path or '<top level>'}' expects {_type_name(tp)}, got {_got(value)}")
+        return self.fail(f"'{path or '<top level>'}' expects {_type_name(tp)}, got {describe_value(value)}")
 
     def check(self, tp: Any, value: Any, path: str, ranges: tuple[Range, ...] = ()) -> Any:
         """``value`` converted to ``tp``; sections stay (partial) dicts, instantiated after merging all layers."""
@@ -357,7 +275,7 @@ class _Checker:
             return self.check(_optional_inner(tp), value, path, ranges)
         if origin is Literal:
             if not any(value == a and type(value) is type(a) for a in args):  # type(): True == 1
-                raise self.fail(f"'{path}' must be {_type_name(tp)}, got {_got(value)}")
+                raise self.fail(f"'{path}' must be {_type_name(tp)}, got {describe_value(value)}")
             return value
         if origin in (tuple, list):
             if not isinstance(value, (list, tuple)):
@@ -377,7 +295,7 @@ class _Checker:
                 raise self.expected(tp, value, path)
             for key in value:
                 if not isinstance(key, str):
-                    raise self.fail(f"'{path}' keys must be strings, got {_got(key)}")
+                    raise self.fail(f"'{path}' keys must be strings, got {describe_value(key)}")
             return {k: self.check(args[1], v, _join(path, k), ranges) for k, v in value.items()}
         return self.scalar(tp, value, path, ranges)
 
@@ -424,7 +342,7 @@ class _Checker:
         match = difflib.get_close_matches(path, candidates, n=1, cutoff=0.6)
         hint = f" (did you mean '{match[0]}'?)" if match else ""
         where = f"on the {_CLI}" if self.source == _CLI else f"in {self.source}"
-        return _error(f"config: unknown key '{path}' {where}{hint}")
+        return config_error(f"config: unknown key '{path}' {where}{hint}")
 
 
 def _parse_override(item: str) -> dict[str, Any]:
@@ -432,10 +350,10 @@ def _parse_override(item: str) -> dict[str, Any]:
     key, eq, text = item.partition("=")
     key = key.strip()
     if not eq:
-        raise _error(f"config: malformed override '{item}': expected key=value, e.g. trainer.max_steps=100")
+        raise config_error(f"config: malformed override '{item}': expected key=value, e.g. trainer.max_steps=100")
     parts = key.split(".")
     if not all(p.strip() for p in parts):
-        raise _error(f"config: malformed override '{item}': empty key" + (f" part in '{key}'" if key else ""))
+        raise config_error(f"config: malformed override '{item}': empty key" + (f" part in '{key}'" if key else ""))
     tree: Any = _Override(text)
     for part in reversed(parts):
         tree = {part.strip(): tree}
@@ -470,7 +388,7 @@ def _construct(tp: Any, value: Any, path: str) -> Any:
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 if (sub := _section_class(ftp)) is None:
                     key = _join(path, name)
-                    raise _error(f"config: missing value for '{key}' (set it in a preset or with {key}=...)")
+                    raise config_error(f"config: missing value for '{key}' (set it in a preset or with {key}=...)")
                 kwargs[name] = _construct(sub, {}, _join(path, name))
         # Fields not given keep the class defaults (a `X | None` section first set by a layer starts from them).
         try:
@@ -478,7 +396,7 @@ def _construct(tp: Any, value: Any, path: str) -> Any:
             if callable(validate := getattr(obj, "validate", None)):
                 validate()
         except ValueError as e:  # __post_init__ or validate(): a cross-field check failed
-            raise _error(f"config: '{path}': {e}" if path else f"config: {e}") from None
+            raise config_error(f"config: '{path}': {e}" if path else f"config: {e}") from None
         return obj
     if origin is tuple:
         types_ = [args[0]] * len(value) if len(args) == 2 and args[1] is Ellipsis else args
@@ -527,7 +445,7 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 def to_yaml(cfg: Any) -> str:
     """The config as YAML, in field order; ``build(type(cfg), [yaml.safe_load(to_yaml(cfg))]) == cfg``."""
-    return yaml.dump(to_dict(cfg), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=120)
+    return write_yaml(to_dict(cfg))
 
 
 def diff(a: Any, b: Any) -> list[str]:
@@ -624,25 +542,3 @@ def describe(schema: type) -> str:
 
     walk(schema, "", _default_tree(schema))
     return "\n".join(lines)
-
-
-def resolve_preset(name_or_path: str | PurePath, search_dirs: Sequence[str | PurePath]) -> Path:
-    """An existing .yaml/.yml path as is; otherwise ``NAME.yaml`` (or ``.yml``) from the first search dir holding it."""
-    name = str(name_or_path)
-    path = Path(name).expanduser()
-    if path.suffix in _YAML_SUFFIXES and path.is_file():
-        return path
-    dirs = [Path(d) for d in search_dirs]
-    file_names = [name] if path.suffix in _YAML_SUFFIXES else [name + s for s in _YAML_SUFFIXES]
-    for d in dirs:
-        for file_name in file_names:
-            if (candidate := d / file_name).is_file():
-                return candidate
-    available = sorted(
-        {f.stem for d in dirs if d.is_dir() for f in d.iterdir() if f.suffix in _YAML_SUFFIXES and f.is_file()}
-    )
-    match = difflib.get_close_matches(path.stem, available, n=1)
-    hint = f"; did you mean '{match[0]}'?" if match else ""
-    what = f"preset file not found: {name}" if path.suffix in _YAML_SUFFIXES else f"unknown preset '{name}'"
-    listing = ", ".join(available) or "none"
-    raise _error(f"config: {what} (available presets: {listing}{hint}; or give the path of a .yaml file)")

@@ -12,7 +12,7 @@ import torch
 import trimesh
 
 from text3d.config import Range
-from text3d.errors import TrainingError
+from text3d.field.base import surface_level
 from text3d.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -26,20 +26,6 @@ class IsosurfaceConfig:
     """Grid samples per axis over the scene cube."""
     threshold: Annotated[float, Range(0.0, min_exclusive=True)] = 10.0
     """Density iso-level of the surface."""
-
-
-def surface_level(lo: float, hi: float, level: float, what: str) -> float:
-    """``level`` if densities in ``[lo, hi]`` cross it, else half the range (with a warning).
-
-    A constant field has no surface at any level: that is an error, not a fallback.
-    """
-    if lo < level < hi:
-        return level
-    if hi - lo < 1e-6:
-        raise TrainingError(f"{what}: the density field is constant ({lo:.3g}); there is no surface")
-    fallback = 0.5 * (lo + hi)
-    log.warning("%s: no surface at density %.3g (range %.3g..%.3g); using %.3g", what, level, lo, hi, fallback)
-    return fallback
 
 
 @torch.no_grad()

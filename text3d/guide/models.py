@@ -19,12 +19,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-import transformers
-from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-from diffusers.models.attention_processor import AttnProcessor2_0
 from huggingface_hub import (
     get_hf_file_metadata,
     hf_hub_download,
@@ -43,10 +40,12 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 from torch import Tensor
-from transformers import AutoTokenizer, CLIPTextModel, PreTrainedModel, PreTrainedTokenizerBase
 
 from text3d.errors import UserError
-from text3d.toy.bundled import TOY_MODEL, TOY_MODEL_DIR
+
+if TYPE_CHECKING:  # diffusers and transformers take seconds to import: only when a model is loaded
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -135,9 +134,13 @@ def load_diffusion_model(
 
     Raises :class:`UserError` (one line naming the model and the fix) for every problem a user can cause.
     """
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from diffusers.models.attention_processor import AttnProcessor2_0
+    from transformers import AutoTokenizer, CLIPTextModel, PreTrainedModel, PreTrainedTokenizerBase
+
     device = torch.device(device)
     model = config.model
-    local = _local_folder(str(TOY_MODEL_DIR) if model == TOY_MODEL else model, kind)
+    local = _local_folder(model, kind)
     offline = config.local_files_only
     if offline is None:
         offline = os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
@@ -248,6 +251,8 @@ def _model_index(source: str, local: bool, hub: dict[str, Any]) -> dict[str, Any
 
 def _component_class(index: dict[str, Any], part: str, default: type, base: type, model: str, kind: str) -> type:
     """The transformers class that ``model_index.json`` names for ``part`` (a ``base`` subclass), else ``default``."""
+    import transformers  # already imported by the caller
+
     entry = index.get(part)
     if entry is None:
         return default

@@ -15,11 +15,12 @@ import os
 import re
 import sys
 import threading
-from importlib import resources
 from pathlib import Path
 from types import ModuleType
 
 import torch
+
+from text3d.resources import shipped_folder
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +40,8 @@ class KernelsUnavailable(RuntimeError):
 
 def source_dir() -> Path:
     """The kernel sources: the package's copy (``text3d.kernels.sources``, which maps onto ``cuda/``), else the
-    ``cuda/`` folder of a checkout this package runs from."""
-    try:
-        # A folder without __init__.py: files() is a namespace path; a file in it is a plain path.
-        shipped = resources.files("text3d.kernels.sources").joinpath(SOURCES[0])
-        if shipped.is_file():
-            return Path(str(shipped)).parent
-    except ModuleNotFoundError:
-        pass
-    return Path(__file__).resolve().parents[2] / "cuda"
+    ``cuda/`` folder of the checkout this package runs from."""
+    return shipped_folder("text3d.kernels.sources", "cuda", SOURCES[0])
 
 
 def sources_hash(folder: Path | None = None) -> str:

@@ -10,6 +10,7 @@ Conventions used everywhere in text3d (the same as NeRF-synthetic / Blender data
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -198,6 +199,10 @@ class CameraConfig:
             raise ValueError("fields of view must be in (0, 180) degrees")
         if self.distance_range[0] <= 0 or self.eval_distance <= 0:
             raise ValueError("camera distances must be > 0")
+
+
+ViewSampler = Callable[[torch.Generator], Cameras]
+"""Training views of one step from a random generator (:class:`CameraSampler`, or a dataset's views)."""
 
 
 @dataclass

@@ -3,32 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Literal, Protocol
+from typing import Annotated, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from text3d import kernels
 from text3d.backends import select_backend
 from text3d.config import Range
+from text3d.field.base import Field
 from text3d.renderer.cameras import Cameras
 from text3d.renderer.compositing import pack_info, render_weight_from_density
 from text3d.renderer.occupancy import OccupancyConfig, OccupancyGrid
 
 Shading = Literal["albedo", "lambertian", "textureless"]
-
-
-class RadianceField(Protocol):
-    """What the renderer needs from a field (see :class:`text3d.field.nerf.HashGridField`)."""
-
-    radius: float
-
-    def __call__(self, x: Tensor) -> tuple[Tensor, Tensor]: ...  # (sigma [N], albedo [N, 3])
-
-    def density(self, x: Tensor) -> Tensor: ...
-
-    def density_and_normal(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]: ...
 
 
 @dataclass
@@ -92,7 +80,7 @@ def ray_cube_intersection(origins: Tensor, dirs: Tensor, radius: float) -> tuple
 
 
 class VolumeRenderer(nn.Module):
-    """Renders a :class:`RadianceField` from :class:`Cameras`.
+    """Renders a :class:`Field` from :class:`Cameras`.
 
     ``render`` returns images ``rgb: [B, H, W, 3]``, ``opacity: [B, H, W, 1]``, ``depth: [B, H, W, 1]``
     (expected hit distance along the ray, given a hit) and, when normals were computed (non-albedo shading or
@@ -114,12 +102,12 @@ class VolumeRenderer(nn.Module):
         """Length of one sampling stratum along the cube's diagonal (the longest ray)."""
         return 2.0 * self.radius * 3**0.5 / self.config.num_samples
 
-    def update_occupancy(self, field: RadianceField, generator: torch.Generator) -> None:
+    def update_occupancy(self, field: Field, generator: torch.Generator) -> None:
         self.occupancy.update(field.density, self.step_size, generator)
 
     def render(
         self,
-        field: RadianceField,
+        field: Field,
         cameras: Cameras,
         *,
         shading: Shading = "albedo",
@@ -156,7 +144,7 @@ class VolumeRenderer(nn.Module):
 
     def _render_rays(
         self,
-        field: RadianceField,
+        field: Field,
         o: Tensor,
         d: Tensor,
         light: Tensor | None,
@@ -226,10 +214,3 @@ class VolumeRenderer(nn.Module):
         diffuse = (normal * light_a).sum(dim=-1, keepdim=True).clamp(min=0.0)
         lum = ambient + (1.0 - ambient) * diffuse
         return lum.expand_as(albedo) if shading == "textureless" else albedo * lum
-
-
-def random_light_dirs(cameras: Cameras, generator: torch.Generator, spread: float = 0.5) -> Tensor:
-    """``[B, 3]`` unit light directions near each camera's direction, so the visible side is lit."""
-    to_camera = F.normalize(cameras.position, dim=-1)
-    noise = torch.randn(to_camera.shape, generator=generator).to(to_camera.device) * spread
-    return F.normalize(to_camera + noise, dim=-1)

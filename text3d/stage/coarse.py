@@ -14,11 +14,10 @@ from torch import Tensor, nn
 from text3d.config import Range
 from text3d.field.nerf import FieldConfig, HashGridField
 from text3d.guide.base import Guide
-from text3d.renderer.cameras import CameraConfig, Cameras
-from text3d.renderer.volume import RendererConfig, VolumeRenderer, random_light_dirs
+from text3d.renderer.cameras import CameraConfig, Cameras, ViewSampler
+from text3d.renderer.lighting import random_light_dirs
+from text3d.renderer.volume import RendererConfig, VolumeRenderer
 from text3d.stage.base import GuidedStage
-
-ViewSampler = Callable[[torch.Generator], Cameras]
 
 
 @dataclass
@@ -26,7 +25,8 @@ class CoarseConfig:
     """The coarse NeRF stage."""
 
     enabled: bool = True
-    """Run this stage (when false, a finished checkpoint of it must exist)."""
+    """Train this stage; when false it trains nothing and loads its last checkpoint, which the run must then have
+    (the same rule for every stage, see text3d.app.chain)."""
     max_steps: Annotated[int, Range(0)] = 10000
     """Optimisation steps."""
     guidance_scale: Annotated[float, Range(0.0)] | None = None

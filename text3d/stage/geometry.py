@@ -13,16 +13,15 @@ from torch import Tensor, nn
 
 from text3d.config import Range
 from text3d.errors import TrainingError
-from text3d.export.isosurface import surface_level
+from text3d.field.base import surface_level
 from text3d.geometry.marching_tets import marching_tets
 from text3d.geometry.regularizers import laplacian_loss, normal_consistency_loss
 from text3d.geometry.tets import tet_grid
 from text3d.guide.base import Guide
-from text3d.renderer.cameras import CameraConfig, Cameras
+from text3d.renderer.cameras import CameraConfig, Cameras, ViewSampler
 from text3d.renderer.mesh import Mesh, MeshRenderer
-from text3d.renderer.volume import random_light_dirs
+from text3d.renderer.lighting import random_light_dirs
 from text3d.stage.base import GuidedStage
-from text3d.stage.coarse import ViewSampler
 
 ShadingChoice = Literal["albedo", "lambertian", "textureless", "normal", "random"]
 MESH_SHADINGS = ("albedo", "lambertian", "textureless", "normal")
@@ -33,7 +32,8 @@ class GeometryConfig:
     """DMTet geometry refinement."""
 
     enabled: bool = True
-    """Run this stage (when false, the coarse surface is exported as it is)."""
+    """Train this stage; when false it trains nothing and loads its last checkpoint if the run has one, else the
+    coarse surface passes on as it is."""
     max_steps: Annotated[int, Range(0)] = 3000
     """Optimisation steps."""
     guidance_scale: Annotated[float, Range(0.0)] | None = None

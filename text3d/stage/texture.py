@@ -14,11 +14,10 @@ from torch import Tensor, nn
 from text3d.config import Range
 from text3d.field.nerf import HashGridField
 from text3d.guide.base import Guide
-from text3d.renderer.cameras import CameraConfig, Cameras
+from text3d.renderer.cameras import CameraConfig, Cameras, ViewSampler
 from text3d.renderer.mesh import Mesh, MeshRenderer
-from text3d.renderer.volume import random_light_dirs
+from text3d.renderer.lighting import random_light_dirs
 from text3d.stage.base import GuidedStage
-from text3d.stage.coarse import ViewSampler
 
 
 @dataclass
@@ -26,7 +25,8 @@ class TextureConfig:
     """Albedo refinement on the frozen mesh."""
 
     enabled: bool = True
-    """Run this stage (when false, the coarse field's albedo is baked as it is)."""
+    """Train this stage; when false it trains nothing and loads its last checkpoint if the run has one, else the
+    coarse field's albedo is baked as it is."""
     max_steps: Annotated[int, Range(0)] = 2000
     """Optimisation steps."""
     guidance_scale: Annotated[float, Range(0.0)] | None = None

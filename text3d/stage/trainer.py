@@ -18,8 +18,8 @@ from accelerate.state import AcceleratorState
 from torch import Tensor, nn
 
 from text3d.config import Range
-from text3d.errors import TrainingError
-from text3d.io import atomic_path
+from text3d.errors import TrainingError, UserError
+from text3d.io import atomic_path, write_image
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +113,6 @@ class FitResult:
 def make_accelerator(config: TrainerConfig) -> Accelerator:
     cpu = config.device == "cpu" or not torch.cuda.is_available()
     if config.device == "cuda" and not torch.cuda.is_available():
-        from text3d.errors import UserError
-
         raise UserError("trainer.device=cuda but no CUDA device is available (use trainer.device=auto or cpu)")
     # accelerate keeps one process-wide state and refuses a second Accelerator with another precision or device;
     # each job (a UI or batch process runs many) brings its own, so drop the previous job's. PartialState, which
@@ -254,8 +252,6 @@ class Trainer:
         return {**losses, "loss": total.detach()}
 
     def _preview(self, progress: Progress) -> None:
-        from text3d.io import write_image
-
         path = self.run_dir / "previews" / f"{progress.stage}-{progress.step:07d}.png"
         write_image(path, self.stage.preview())
         for cb in self.callbacks:

@@ -11,8 +11,6 @@ TOY_MODEL = "text3d-toy"
 """Model name (``guide.sds.model.model``) of the bundled toy model; resolved to :data:`TOY_MODEL_DIR`."""
 TOY_MODEL_DIR = Path(__file__).resolve().parent / "weights"
 """The bundled model's folder, in diffusers' layout (trained by ``python -m text3d.toy.train``)."""
-TOY_PRESET = "toy"
-"""The preset (configs/toy.yaml) that runs the toy model on a CPU."""
 
 
 def is_toy_model(model: str) -> bool:

@@ -7,23 +7,24 @@ queue. Files are served from the output root only, and a run is reopened only by
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import gradio as gr
 
-from text3d.cli import PRESET_DIRS, generation_preset
-from text3d.config import Layer, build, load_yaml, resolve_preset, to_dict
-from text3d.config.schema import Text3DConfig
+from text3d.app.chain import STAGE_NAMES
+from text3d.app.jobs import check_prompt
+from text3d.app.presets import generation_preset, load_config, preset_names
+from text3d.app.run_dir import DEFAULT_OUTPUT_ROOT
+from text3d.app.schema import Text3DConfig
+from text3d.config import Layer, build, to_dict
 from text3d.errors import TrainingError, UserError
-from text3d.pipeline import check_prompt
-from text3d.run import DEFAULT_OUTPUT_ROOT
-from text3d.ui.command import GPU_PRESET, parse_auth
+from text3d.ui.command import parse_auth
 from text3d.ui.jobs import Job, JobRunner
 from text3d.ui.runs import RunView, list_runs, resolve_run
 
-STAGES = ("coarse", "geometry", "texture")
 CANCEL_WAIT = 60.0
 """Seconds Cancel waits for the current step to end and the checkpoint to be written."""
 CSS = "#preview img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }"
@@ -31,19 +32,6 @@ CSS = "#preview img { width: 100%; height: 100%; object-fit: contain; image-rend
 N_OUTPUTS = 7
 """status, preview, downloads, turntable, past-runs gallery, run picker, 3D model: what the handlers return.
 ``generate`` streams the first six; the viewer gets the model from a follow-up event (see ``build_app``)."""
-
-
-def preset_names() -> list[str]:
-    """The presets the form offers (``configs/*.yaml``); no other name (or path) is accepted from a browser."""
-    return sorted({p.stem for d in PRESET_DIRS if d.is_dir() for p in d.glob("*.yaml")})
-
-
-def base_config(preset: str, model: str | None, overrides: list[str]) -> Text3DConfig:
-    """The preset, then ``--model``, then the launch-time overrides: what the form starts from."""
-    layers = [load_yaml(resolve_preset(preset, PRESET_DIRS))]
-    if model:
-        layers.append(Layer({"guide": {"sds": {"model": {"model": model}}}}, source="--model"))
-    return build(Text3DConfig, layers, overrides)
 
 
 def job_config(
@@ -78,7 +66,7 @@ def job_status(job: Job) -> str:
         return f"Waiting for the previous generation to stop… ({total})"
     if p is None:
         return f"Loading the model… ({total})"
-    stages = [s for s in STAGES if getattr(job.config, s).enabled]
+    stages = [s for s in STAGE_NAMES if getattr(job.config, s).enabled]
     n = stages.index(p.stage) + 1 if p.stage in stages else 0
     if job.stage_done:
         nxt = "exporting the textured mesh, OBJ and turntable" if n == len(stages) else "preparing the next stage"
@@ -110,9 +98,12 @@ class App:
         self.default = self.base(default_preset)  # fails at launch, not at the first click, on a bad setup
 
     def base(self, preset: str) -> Text3DConfig:
+        """The preset (only a shipped one: no path is accepted from a browser), then ``--model``, then the
+        launch-time overrides: what the form starts from."""
         if preset not in preset_names():
             raise UserError(f"unknown preset {preset!r} (choose one of {', '.join(preset_names())})")
-        return base_config(preset, self.model, self.overrides)
+        options = [("guide.sds.model.model", self.model)] if self.model else []
+        return load_config(preset, self.overrides, options)
 
     # --- what the outputs show ---
     def _runs(self) -> tuple[list[tuple[str, str]], list[str]]:
@@ -301,7 +292,9 @@ def launch(args: argparse.Namespace, prevent_thread_lock: bool = False) -> gr.Bl
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create output root {root}: {e.strerror}") from None
-    preset = generation_preset(args.preset, args.model, GPU_PRESET)
+    preset, note = generation_preset(args.preset, args.model, interactive=True)
+    if note:
+        print(note, file=sys.stderr)
     demo = build_app(root, preset, args.model, args.overrides, args.max_queue)
     demo.launch(
         server_name=args.host,

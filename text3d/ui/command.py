@@ -1,14 +1,12 @@
-"""The ``text3d ui`` verb. Gradio and torch are imported only when the verb runs, so the rest of the CLI stays fast."""
+"""The ``text3d ui`` verb: its arguments. Gradio (seconds to import) is imported only when the verb runs."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from text3d.app.presets import INTERACTIVE_GPU_PRESET, TOY_PRESET
 from text3d.errors import UserError
-
-GPU_PRESET = "preview"
-"""The preset selected at first when CUDA is available or --model is given (else the toy preset)."""
 
 
 def add_ui_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -27,8 +25,8 @@ def add_ui_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
     p.add_argument("--output-root", type=Path,
                    help="where runs are written and listed; the only folder the UI serves files from "
                    "(default: outputs, as for text3d generate)")
-    p.add_argument("--preset", help=f"preset (a name in configs/) selected at first (default: {GPU_PRESET} with CUDA "
-                   "or --model, else toy, the bundled toy model)")
+    p.add_argument("--preset", help=f"preset (a shipped preset's name) selected at first (default: "
+                   f"{INTERACTIVE_GPU_PRESET} with CUDA or --model, else {TOY_PRESET}, the bundled toy model)")
     p.add_argument("--model", help="diffusers model id or local folder for every job (sets guide.sds.model.model)")
     p.add_argument("--max-queue", type=int, default=4, help="jobs that may wait behind the running one (default: 4)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides for every job")
@@ -53,7 +51,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     if args.max_queue < 1:
         raise UserError("--max-queue must be >= 1")
     parse_auth(args.auth)
-    from text3d.ui.app import launch
+    from text3d.ui.app import launch  # Gradio: only now
 
     launch(args)
     return 0

@@ -1,4 +1,4 @@
-"""Generation jobs for the web UI: :func:`text3d.pipeline.generate` in a worker thread, followed through a queue.
+"""Generation jobs for the web UI: :func:`text3d.app.jobs.generate` in a worker thread, followed through a queue.
 
 The trainer's callbacks (worker thread) record the latest progress and preview and put a wake-up on the job's
 queue; the UI's generator function waits on that queue and streams the state to the browser. Cancel sets the
@@ -15,9 +15,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from text3d.config.schema import Text3DConfig
+from text3d.app.jobs import JobResult, generate
+from text3d.app.schema import Text3DConfig
 from text3d.errors import TrainingError, UserError
-from text3d.pipeline import JobResult, generate
 from text3d.stage.trainer import Callback, Progress
 from text3d.ui.runs import choose_run_dir
 

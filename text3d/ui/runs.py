@@ -6,10 +6,10 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from text3d.config.schema import Text3DConfig
+from text3d.app.run_dir import holds_config, is_finished, run_names
+from text3d.app.schema import Text3DConfig
 from text3d.errors import UserError
 from text3d.io import atomic_path
-from text3d.run import holds_config, is_finished, run_names
 
 OBJ_PARTS = ("model.obj", "model.mtl", "model.png")
 OBJ_BUNDLE = "model-obj.zip"

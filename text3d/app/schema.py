@@ -1,4 +1,5 @@
-"""The full configuration of a text3d run: every module's config, assembled."""
+"""The full configuration of a text3d run: every module's config section, assembled (the schema of presets and
+of `text3d config --keys`)."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from text3d.config import build, diff, load_yaml, to_yaml
-from text3d.config.schema import Text3DConfig
+from text3d.app.schema import Text3DConfig
 from text3d.errors import UserError
 from text3d.io import write_text
 

@@ -1,0 +1,315 @@
+"""Batch runs: every prompt of a prompt file into its own run directory, with a manifest; resumable, and shared
+between processes.
+
+Each item's config: defaults <- preset <- ``--model`` and the prompt <- the batch's ``KEY=VALUE`` overrides <- the
+line's ``seed``, ``negative`` and overrides. Every config is built before anything runs.
+
+Runs go to ``<out_root>/<prompt-slug>-<seed>/``. A name already used by an earlier item, or holding a run with a
+different config, gets ``-2``, ``-3``, ...: the same file and command always map to the same directories, so a
+re-run skips finished runs and resumes unfinished ones. ``<out_root>/manifest.jsonl`` has one record per item.
+
+Several processes (``accelerate launch --multi_gpu --num_processes N -m text3d batch ...``; on a CPU too, where
+``--multi_gpu`` is still what makes accelerate start N processes, gloo between them) share the items round-robin by
+index. Each rank rewrites its own ``manifest.<rank>.jsonl`` after every item, then merges all
+shards into ``manifest.jsonl`` under a file lock; after a final barrier rank 0 writes the merged manifest and removes
+the shards. Every file is replaced atomically, so a kill at any point leaves complete files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+from accelerate import PartialState
+from tqdm import tqdm
+
+from text3d.app.jobs import check_prompt, generate
+from text3d.app.presets import GPU_PRESET, load_config
+from text3d.app.progress import TqdmCallback
+from text3d.app.prompt_files import BatchItem
+from text3d.app.run_dir import holds_config, is_finished, run_names
+from text3d.app.schema import Text3DConfig
+from text3d.config import to_yaml
+from text3d.errors import TrainingError, UserError
+from text3d.io import write_text
+from text3d.stage.trainer import Callback
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.jsonl"
+# Ranks meet at the final barrier as far apart as their shares' run times differ (hours on a GPU); the gloo and
+# NCCL default of 10-30 minutes would abort a healthy batch.
+_BARRIER_TIMEOUT = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """An item with its resolved config and run directory."""
+
+    index: int
+    item: BatchItem
+    config: Text3DConfig
+    run_dir: Path
+
+
+def plan_batch(
+    items: Sequence[BatchItem],
+    out_root: Path,
+    preset: str | None,
+    overrides: Sequence[str] = (),
+    model: str | None = None,
+    resume: bool = True,
+    source: str = "prompts",
+) -> list[PlannedRun]:
+    """Resolve every item's config and run directory; any problem is a :class:`UserError` before anything runs.
+
+    Two items with the same resolved config are an error (``source``:line names both). Without ``resume``, a run
+    directory that already holds a run is an error.
+    """
+    extra = [("guide.sds.model.model", model)] if model is not None else []
+    load_config(preset, list(overrides), extra)  # a bad batch-wide option is reported once, not on every line
+    plan: list[PlannedRun] = []
+    seen: dict[str, int] = {}
+    taken: set[str] = set()
+    for index, item in enumerate(items):
+        where = f"{source}:{item.line}"
+        line_overrides = [*overrides, *_shortcut_overrides(item), *item.overrides]
+        try:
+            config = load_config(preset, line_overrides, [*extra, ("prompt.text", item.prompt)])
+            check_prompt(config)
+        except UserError as e:
+            raise UserError(f"{where}: {e}") from None
+        key = to_yaml(config)
+        if key in seen:
+            raise UserError(f"{where}: same prompt, seed and overrides as line {seen[key]} (give one a seed=N)")
+        seen[key] = item.line
+        name = next(n for n in run_names(config) if n not in taken and _can_hold(out_root / n, config))
+        taken.add(name)
+        if not resume and (out_root / name / "config.yaml").exists():
+            raise UserError(f"{where}: {out_root / name} already holds a run; drop --no-resume to continue the batch")
+        plan.append(PlannedRun(index, item, config, out_root / name))
+    return plan
+
+
+def _shortcut_overrides(item: BatchItem) -> list[str]:
+    """``seed``/``negative`` as overrides, so that they beat the batch-wide ``KEY=VALUE`` overrides."""
+    out = [] if item.seed is None else [f"seed={item.seed}"]
+    if item.negative is not None:
+        # JSON-quoted: the loader reads a double-quoted YAML scalar, so the text arrives exactly as written.
+        out.append(f"prompt.negative={json.dumps(item.negative, ensure_ascii=False)}")
+    return out
+
+
+def _can_hold(path: Path, config: Text3DConfig) -> bool:
+    """True when ``path`` can hold this item's run: absent, without a run, or a run of the same config."""
+    if not path.exists():
+        return True
+    return path.is_dir() and (not (path / "config.yaml").exists() or holds_config(path, config))
+
+
+# --- Manifest -------------------------------------------------------------------------------------------------------
+class Manifest:
+    """``manifest.jsonl``: one record per item in file order; items not (yet) run this time are ``pending``.
+
+    A single process rewrites it after every item. With several, each rank rewrites its own shard
+    ``manifest.<rank>.jsonl`` and then merges every shard into ``manifest.jsonl`` under an exclusive lock, so the last
+    merge has read each shard's latest state; :meth:`finish` (rank 0, after the final barrier) writes the final merge
+    and removes the shards.
+    """
+
+    def __init__(self, out_root: Path, plan: Sequence[PlannedRun], rank: int, world: int) -> None:
+        self.out_root, self.rank, self.world = out_root, rank, world
+        self.path = out_root / MANIFEST
+        self.pending = [_record(run, "pending", rank=run.index % world) for run in plan]
+        self.mine: dict[int, dict] = {}
+
+    def shard(self, rank: int) -> Path:
+        return self.out_root / f"manifest.{rank}.jsonl"
+
+    def start(self) -> None:
+        """Rank 0, before the first barrier: drop shards of an earlier killed batch; list every item as pending."""
+        for stale in self.out_root.glob("manifest.*.jsonl"):
+            if stale.name.split(".")[1].isdigit():
+                stale.unlink()
+        _write_jsonl(self.path, self.pending)
+
+    def update(self, record: dict) -> None:
+        self.mine[record["line"]] = record
+        if self.world == 1:
+            _write_jsonl(self.path, self.merged())
+            return
+        _write_jsonl(self.shard(self.rank), list(self.mine.values()))
+        with self._lock():
+            _write_jsonl(self.path, self.merged())
+
+    def merged(self) -> list[dict]:
+        done = dict(self.mine)
+        if self.world > 1:
+            for rank in range(self.world):
+                path = self.shard(rank)
+                if path.exists():
+                    done.update((r["line"], r) for r in _read_jsonl(path))
+        return [done.get(r["line"], r) for r in self.pending]
+
+    def finish(self) -> None:
+        _write_jsonl(self.path, self.merged())
+        for rank in range(self.world):
+            self.shard(rank).unlink(missing_ok=True)
+        (self.out_root / ".manifest.lock").unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        with open(self.out_root / ".manifest.lock", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes
+            yield
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def _write_jsonl(path: Path, records: Sequence[dict]) -> None:
+    write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+def _record(run: PlannedRun, status: str, rank: int, seconds: float | None = None, error: str | None = None) -> dict:
+    outputs, stage_seconds = [], {}
+    if status in ("done", "skipped"):
+        # Every top-level file but the run's own bookkeeping (and temp files of atomic writes).
+        files = sorted(p for p in run.run_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+        outputs = [str(p) for p in files if p.name not in ("config.yaml", "log.txt")]
+        metrics = json.loads((run.run_dir / "metrics.json").read_text())
+        stage_seconds = {k: v["train_seconds"] for k, v in metrics.items() if "train_seconds" in v}
+    return {
+        "line": run.item.line,
+        "prompt": run.config.prompt.text,
+        "seed": run.config.seed,
+        "run_dir": str(run.run_dir),
+        "status": status,
+        "outputs": outputs,
+        "seconds": seconds,
+        "stage_seconds": stage_seconds,
+        "error": error,
+        "rank": rank,
+    }
+
+
+# --- Running --------------------------------------------------------------------------------------------------------
+@dataclass
+class BatchResult:
+    records: list[dict]
+    """Every item's manifest record, in file order (on every rank: the final, merged manifest)."""
+    manifest: Path
+    rank: int
+    """This process's index (0 when not launched with several)."""
+
+    @property
+    def counts(self) -> Counter:
+        return Counter(r["status"] for r in self.records)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every item is done or skipped; 1 when any failed or did not finish (stopped, killed rank)."""
+        c = self.counts
+        return 0 if c["done"] + c["skipped"] == len(self.records) else 1
+
+    def summary(self) -> str:
+        c = self.counts
+        unfinished = c["pending"] + c["stopped"]
+        rest = f", {unfinished} unfinished" if unfinished else ""
+        return f"{c['done']} done, {c['skipped']} skipped, {c['failed']} failed{rest} (see {self.manifest})"
+
+
+def run_batch(
+    items: Sequence[BatchItem],
+    out_root: Path,
+    preset: str | None = GPU_PRESET,
+    overrides: Sequence[str] = (),
+    model: str | None = None,
+    resume: bool = True,
+    source: str = "prompts",
+    progress: bool = False,
+    callbacks: list[Callback] | None = None,
+    stop_event: threading.Event | None = None,
+) -> BatchResult:
+    """Generate every item (this process's share of them) into ``out_root``; see the module docstring.
+
+    A finished run (``metrics.json`` and ``model.glb``) is ``skipped``; an unfinished one is resumed. An item's
+    exception is recorded as ``failed`` and the batch goes on; ``stop_event`` stops the running item (``stopped``,
+    resumable) and the batch. ``progress`` shows a bar over prompts and one per stage (on the first process only).
+    """
+    if not items:
+        raise UserError("no prompts to generate")
+    plan = plan_batch(items, out_root, preset, overrides, model, resume, source)
+    state = _process_state(plan[0].config)
+    rank, world = state.process_index, state.num_processes
+    manifest = Manifest(out_root, plan, rank, world)
+    if state.is_main_process:
+        manifest.start()
+    state.wait_for_everyone()  # no rank writes its shard before rank 0 has cleared the old ones
+
+    show = progress and state.is_local_main_process
+    callbacks = [*(callbacks or []), *([TqdmCallback()] if show else [])]  # tqdm puts it below the bar over prompts
+    mine = plan[rank::world]
+    with tqdm(mine, desc="prompts", unit="prompt", position=0, disable=not show, dynamic_ncols=True) as bar:
+        for run in bar:
+            if stop_event is not None and stop_event.is_set():
+                break
+            record = _run_one(run, rank, callbacks, stop_event)
+            if record["status"] == "failed":
+                tqdm.write(f"text3d: {source}:{run.item.line} failed: {record['error']}", file=sys.stderr)
+            manifest.update(record)
+
+    state.wait_for_everyone()  # every shard is final
+    if state.is_main_process:
+        manifest.finish()
+    state.wait_for_everyone()  # the final manifest is written
+    return BatchResult(_read_jsonl(manifest.path), manifest.path, rank)
+
+
+def _run_one(run: PlannedRun, rank: int, callbacks: list[Callback], stop_event: threading.Event | None) -> dict:
+    if is_finished(run.run_dir):
+        return _record(run, "skipped", rank)
+    t0 = time.perf_counter()
+    try:
+        resume = (run.run_dir / "config.yaml").exists()
+        result = generate(run.config, run.run_dir, resume=resume, callbacks=callbacks, stop_event=stop_event)
+    except Exception as e:  # one bad prompt must not end the batch: its error goes to the manifest
+        if not isinstance(e, (UserError, TrainingError)):
+            log.exception("%s failed", run.run_dir)  # unexpected: keep the traceback for a bug report
+        return _record(run, "failed", rank, round(time.perf_counter() - t0, 2), _one_line(e))
+    return _record(run, "stopped" if result.stopped else "done", rank, round(time.perf_counter() - t0, 2))
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    if isinstance(e, (UserError, TrainingError)):
+        return text
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _process_state(config: Text3DConfig) -> PartialState:
+    """accelerate's process state, set up as the jobs' ``Accelerator`` will want it."""
+    # On a CPU, accelerate only forms a (gloo) process group when asked for the CPU; otherwise every launched
+    # process would see itself as the only one and run every prompt.
+    cpu = config.trainer.device == "cpu" or not torch.cuda.is_available()
+    state = PartialState(cpu=cpu, timeout=_BARRIER_TIMEOUT)
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and state.num_processes == 1:
+        raise UserError(
+            f"{launched} processes were launched but accelerate set up {state.num_processes}; "
+            "launch with: accelerate launch --multi_gpu --num_processes N -m text3d batch ..."
+        )
+    return state

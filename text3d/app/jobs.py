@@ -1,0 +1,169 @@
+"""The jobs that the command line, batch runs and the web UI start: each writes one run directory.
+
+- :func:`reconstruct` fits the stage chain to posed reference views and scores every stage on the test views;
+- :func:`generate` score-distils a text-to-image model into the chain;
+- :func:`export_run` rebuilds a run's files from its checkpoints.
+
+Each stage checkpoints on its own; a resumed job continues the first unfinished stage (see :mod:`text3d.app.chain`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+import trimesh
+
+from text3d.app.chain import JobContext, run_stages
+from text3d.app.run_dir import RunDir, saved_config
+from text3d.app.schema import Text3DConfig
+from text3d.data.nerf_synthetic import load_views
+from text3d.errors import UserError
+from text3d.export.assets import asset_summary, export_assets, render_asset
+from text3d.guide.models import ModelConfig, load_diffusion_model
+from text3d.guide.reconstruction import DatasetViewSampler, ReconstructionGuide
+from text3d.guide.sds import make_sds_guide
+from text3d.io import write_json
+from text3d.metrics import chamfer_distance
+from text3d.prompt.processor import PromptProcessor, clean_prompt
+from text3d.renderer.cameras import CameraConfig, Cameras, CameraSampler, ViewSampler
+from text3d.stage.trainer import Callback, make_accelerator
+from text3d.toy.bundled import TOY_MODEL_DIR, check_toy_prompt, is_toy_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class JobResult:
+    run_dir: Path
+    stopped: bool
+    """True when the run was stopped (cancel) before finishing; its checkpoints allow ``--resume``."""
+    metrics: dict = field(default_factory=dict)
+
+
+def reconstruct(
+    config: Text3DConfig,
+    run_dir: Path,
+    resume: bool = False,
+    callbacks: list[Callback] | None = None,
+    stop_event: threading.Event | None = None,
+) -> JobResult:
+    """Fit every stage to ``config.data.path``'s training views; score each on the test views; export."""
+    if not config.data.path:
+        raise UserError("no dataset given (data.path is empty)")
+    train = load_views(Path(config.data.path), "train", config.data.downscale)
+    test = load_views(Path(config.data.path), "test", config.data.downscale)
+    background = torch.tensor(config.coarse.renderer.background_color)
+    guide = ReconstructionGuide(config.guide.reconstruction, train, background)
+    eval_cameras = _evaluation_subset(test.cameras, config.coarse.camera.eval_views)
+
+    def sample_views(_: CameraConfig, whole_images: bool) -> ViewSampler:
+        rays = 0 if whole_images else config.data.rays_per_view
+        return DatasetViewSampler(train.cameras, config.data.views_per_step, rays)
+
+    ctx = JobContext(config, make_accelerator(config.trainer), lambda _: guide, sample_views, lambda _: eval_cameras,
+                     test)
+    return _run(ctx, run_dir, resume, callbacks, stop_event)
+
+
+def check_prompt(config: Text3DConfig) -> None:
+    """Raise :class:`UserError` for a prompt the run cannot use: empty or malformed, or outside the vocabulary of
+    the bundled toy model when that is the guide."""
+    clean_prompt(config.prompt.text)
+    if is_toy_model(config.guide.sds.model.model):
+        check_toy_prompt(config.prompt.text, config.prompt.negative)
+
+
+def model_config(config: ModelConfig) -> ModelConfig:
+    """``config`` with the bundled toy model's name (``text3d-toy``) replaced by its folder."""
+    return replace(config, model=str(TOY_MODEL_DIR)) if is_toy_model(config.model) else config
+
+
+def generate(
+    config: Text3DConfig,
+    run_dir: Path,
+    resume: bool = False,
+    callbacks: list[Callback] | None = None,
+    stop_event: threading.Event | None = None,
+) -> JobResult:
+    """Score-distil ``config.prompt.text`` into a textured mesh."""
+    return _run(generation_context(config), run_dir, resume, callbacks, stop_event)
+
+
+def generation_context(config: Text3DConfig) -> JobContext:
+    """What the stages of a text-to-3D run share: the frozen model loaded once, a guide per stage built from it."""
+    check_prompt(config)  # fail on a bad prompt before loading a model
+    accelerator = make_accelerator(config.trainer)
+    sds = config.guide.sds
+    model = load_diffusion_model(model_config(sds.model), sds.kind, accelerator.device)
+    prompts = PromptProcessor(config.prompt, model.tokenizer, model.text_encoder, accelerator.device, model.dtype)
+    log.info("generate: '%s' with %s (%s SDS)", config.prompt.text, model.model_id, sds.kind)
+
+    def make_guide(stage):
+        scale = stage.guidance_scale
+        stage_sds = sds if scale is None else replace(sds, guidance_scale=scale)
+        return make_sds_guide(stage_sds, model, prompts, stage.max_steps, config.seed)
+
+    return JobContext(config, accelerator, make_guide, lambda camera, _: CameraSampler(camera),
+                      lambda camera: CameraSampler(camera).orbit())
+
+
+def export_run(run_dir: Path) -> JobResult:
+    """Rebuild a finished (or interrupted) run's files from its checkpoints, with its saved config: the stage chain
+    with every stage loaded from its last checkpoint (or passed through), none trained."""
+    run = RunDir(run_dir)
+    if not run.config_path.exists():
+        raise UserError(f"{run_dir} is not a text3d run directory (no config.yaml)")
+    config = saved_config(run.path)
+    ctx = JobContext(config, make_accelerator(config.trainer), lambda _: _NoGuide(),
+                     lambda camera, _: CameraSampler(camera), lambda camera: CameraSampler(camera).orbit())
+    with run:
+        handover = run_stages(ctx, run.path, train=False)
+        asset = export_assets(handover.mesh, handover.albedo, config, run.path, ctx.renderer,
+                              ctx.eval_cameras(config.coarse.camera))
+    return JobResult(run.path, stopped=False, metrics={"export": asset_summary(asset)})
+
+
+def _run(ctx: JobContext, run_dir: Path, resume: bool, callbacks, stop_event) -> JobResult:
+    cfg = ctx.config
+    metrics: dict = {}
+    with RunDir.prepare(run_dir, cfg, resume) as run:
+        handover = run_stages(ctx, run.path, True, resume, callbacks, stop_event, metrics)
+        if handover is None:
+            return JobResult(run.path, stopped=True)
+        asset = export_assets(handover.mesh, handover.albedo, cfg, run.path, ctx.renderer,
+                              ctx.eval_cameras(cfg.coarse.camera))
+        metrics["export"] = asset_summary(asset)
+        if ctx.test_views is not None:
+            metrics["export"].update(ctx.score(render_asset(asset, ctx.renderer, ctx.test_views.cameras),
+                                               "exported mesh"))
+        truth_path = Path(cfg.data.path) / "mesh.ply"
+        if ctx.test_views is not None and truth_path.exists():
+            truth = trimesh.load(truth_path, process=False)
+            exported = trimesh.Trimesh(asset.vertices, asset.faces, process=False)
+            metrics["export"]["chamfer_pct"] = round(100.0 * chamfer_distance(exported, truth), 4)
+            log.info("exported mesh: Chamfer distance %.3f%% of the bounding-box diagonal",
+                     metrics["export"]["chamfer_pct"])
+        write_json(run.path / "metrics.json", metrics)
+        return JobResult(run.path, stopped=False, metrics=metrics)
+
+
+def _evaluation_subset(cameras: Cameras, n: int) -> Cameras:
+    """``n`` views spread evenly over a camera list (for previews)."""
+    idx = torch.linspace(0, len(cameras) - 1, min(n, len(cameras))).round().long()
+    return cameras[idx]
+
+
+class _NoGuide:
+    """The guide of stages that are only loaded from checkpoints (export): it never scores a render."""
+
+    loss_weights: dict[str, float] = {}
+
+    def step(self, renders, cameras, step):
+        raise RuntimeError("stages loaded for export do not train")
+
+    def load_state_dict(self, state: dict) -> None:
+        """A checkpoint's guide state (random generators) is of no use when nothing trains."""

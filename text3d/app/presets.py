@@ -1,0 +1,80 @@
+"""Presets and config assembly: which YAML a run starts from, and the run's config built in layers.
+
+Presets ship inside the package as ``text3d.presets``, which setup.py maps onto the top-level ``configs/`` folder
+(the one source of truth); any other YAML file is given by its path. A config is built from the defaults <- a
+preset <- command-line options (the prompt, ``--model``, ``--seed``, the dataset) <- ``KEY=VALUE`` overrides.
+Which preset a text-to-3D run gets when none is named is decided here, once: Stable Diffusion with CUDA or a
+``--model``, else the bundled toy model that runs on a CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import torch
+
+from text3d.app.schema import Text3DConfig
+from text3d.config import Layer, build, load_yaml, resolve_preset
+from text3d.resources import shipped_folder
+
+TOY_PRESET = "toy"
+"""The bundled toy text-to-image model on a CPU (configs/toy.yaml)."""
+GPU_PRESET = "dreamfusion-sd"
+"""Text to 3D with Stable Diffusion: the default of ``generate`` and ``batch`` with CUDA or ``--model``."""
+INTERACTIVE_GPU_PRESET = "preview"
+"""The web UI's first choice with CUDA or ``--model``: a quicker look at a prompt."""
+
+
+def preset_dir() -> Path:
+    """The folder of the shipped presets."""
+    return shipped_folder("text3d.presets", "configs", f"{TOY_PRESET}.yaml")
+
+
+def preset_names() -> list[str]:
+    """Names of the shipped presets."""
+    return sorted(p.stem for p in preset_dir().glob("*.yaml"))
+
+
+def preset_path(name_or_path: str | Path) -> Path:
+    """A shipped preset by name, or a YAML file by path; a one-line UserError names the presets otherwise."""
+    return resolve_preset(name_or_path, [preset_dir()])
+
+
+def load_config(
+    preset: str | Path | None, overrides: Sequence[str] = (), options: Iterable[tuple[str, object]] = ()
+) -> Text3DConfig:
+    """Defaults <- ``preset`` <- ``options`` (dotted key, value: what command-line options set) <- ``overrides``."""
+    layers = [load_yaml(preset_path(preset))] if preset else []
+    options = list(options)
+    if options:
+        layers.append(Layer(_nest(options), source="command line"))
+    return build(Text3DConfig, layers, list(overrides))
+
+
+def generation_preset(preset: str | None, model: str | None, interactive: bool = False) -> tuple[str, str | None]:
+    """The preset of a text-to-3D run, and a one-line note for the user when the choice is not obvious.
+
+    ``preset`` when one is named; else, with CUDA or a ``model``, :data:`GPU_PRESET` (the web UI, ``interactive``:
+    :data:`INTERACTIVE_GPU_PRESET`); else :data:`TOY_PRESET`, which runs on a CPU in minutes.
+    """
+    if preset is not None:
+        return preset, None
+    gpu = INTERACTIVE_GPU_PRESET if interactive else GPU_PRESET
+    if model is not None or torch.cuda.is_available():
+        return gpu, None
+    note = (f'no CUDA device: using the bundled toy model (--preset {TOY_PRESET}; prompts "a COLOUR SHAPE"); '
+            f"--preset {gpu} runs Stable Diffusion")
+    return TOY_PRESET, note
+
+
+def _nest(pairs: Iterable[tuple[str, object]]) -> dict:
+    """``[("a.b", 1)]`` -> ``{"a": {"b": 1}}``."""
+    out: dict = {}
+    for key, value in pairs:
+        node = out
+        *parents, leaf = key.split(".")
+        for k in parents:
+            node = node.setdefault(k, {})
+        node[leaf] = value
+    return out
