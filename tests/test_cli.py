@@ -1,4 +1,5 @@
 import json
+import os
 import re
 import subprocess
 import sys
@@ -7,9 +8,9 @@ import pytest
 import trimesh
 import yaml
 
+from text3d.app.schema import Text3DConfig
 from text3d.cli import main
 from text3d.config import field_docs
-from text3d.app.schema import Text3DConfig
 
 TINY = "tiny-test"  # found in the repo's configs/
 
@@ -126,3 +127,14 @@ def test_export_rebuilds_the_files_from_checkpoints(tiny_dataset, tmp_path, caps
     assert len(mesh.faces) > 0 and mesh.visual.kind == "texture"
     code, _, err = run(["export", str(tmp_path / "nothing-here")], capsys)
     assert code == 2 and "not a text3d run directory" in err
+
+
+def test_quiet_generate_prints_no_library_progress_bars(tmp_path):
+    """In a fresh process (as a user runs it): the model libraries' own loading bars stay hidden."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "text3d", "generate", "a blue sphere", "--preset", "toy", "--out", str(out),
+           "--quiet", "coarse.max_steps=2", "geometry.max_steps=1", "texture.max_steps=1",
+           "export.turntable_frames=2", "export.turntable_resolution=32"]
+    result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "it/s]" not in result.stderr and "Loading weights" not in result.stderr, result.stderr

@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 import pytest
 import yaml
 
+from text3d.app.presets import load_config
+from text3d.app.schema import Text3DConfig
 from text3d.config import Layer, Range, build, describe, diff, field_docs, load_yaml, resolve_preset, to_dict, to_yaml
 from text3d.errors import UserError
 
@@ -360,3 +362,52 @@ def test_resolve_preset(tmp_path, monkeypatch):
     with pytest.raises(UserError, match=r"unknown preset 'notes\.txt'"):
         resolve_preset("notes.txt", [d1])
     assert build(Config, [load_yaml(resolve_preset("fast", [d1]))]).trainer.max_steps == 10
+
+
+def _numeric_fields(cls: type, prefix: str = ""):
+    """(dotted key, base type, ranges) of every int/float field (and tuple of them) of a config schema."""
+    import dataclasses
+    import types
+    import typing
+
+    from text3d.config import Range
+
+    hints = typing.get_type_hints(cls, include_extras=True)
+    for f in dataclasses.fields(cls):
+        tp, ranges = hints[f.name], []
+        while True:
+            if typing.get_origin(tp) is typing.Annotated:
+                tp, *meta = typing.get_args(tp)
+                ranges += [m for m in meta if isinstance(m, Range)]
+            elif typing.get_origin(tp) in (typing.Union, types.UnionType):
+                tp = next(a for a in typing.get_args(tp) if a is not type(None))
+            else:
+                break
+        if dataclasses.is_dataclass(tp):
+            yield from _numeric_fields(tp, f"{prefix}{f.name}.")
+        elif tp in (int, float) or (typing.get_origin(tp) is tuple and set(typing.get_args(tp)) <= {int, float}):
+            yield prefix + f.name, tp, ranges
+
+
+def test_every_numeric_setting_has_a_range_and_every_integer_an_upper_bound():
+    fields = list(_numeric_fields(Text3DConfig))
+    assert len(fields) > 60
+    assert [key for key, _, ranges in fields if not ranges] == []
+    assert [key for key, tp, ranges in fields if tp is int and all(r.max is None for r in ranges)] == []
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("seed=18446744073709551616", "seed"),
+        ("seed=-1", "seed"),
+        ("coarse.camera.height=0", "coarse.camera.height"),
+        ("coarse.camera.batch_size=0", "coarse.camera.batch_size"),
+        ("geometry.camera.width=-4", "geometry.camera.width"),
+        ("texture.camera.eval_views=0", "texture.camera.eval_views"),
+        ("coarse.max_steps=1000000000000", "coarse.max_steps"),
+    ],
+)
+def test_out_of_range_numbers_are_one_line_errors_at_load(override, key):
+    with pytest.raises(UserError, match=rf"^config: '{re.escape(key)}' .*(must be|expected)"):
+        load_config(None, [override])

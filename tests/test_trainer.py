@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from text3d.data.nerf_synthetic import load_views
-from text3d.errors import TrainingError
+from text3d.errors import TrainingError, WriteFailed
 from text3d.guide.reconstruction import DatasetViewSampler, ReconstructionGuide
+from text3d.io import remove_temp_files
 from text3d.stage.coarse import CoarseStage
 from text3d.stage.trainer import Callback, CheckpointStore, Trainer, make_accelerator
 
@@ -90,7 +91,7 @@ def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
         raise OSError("killed during save")
 
     monkeypatch.setattr(torch, "save", torn_save)
-    with pytest.raises(OSError):
+    with pytest.raises(WriteFailed, match=r"cannot write .*coarse-0000006\.pt: killed during save"):
         store.save("coarse", 6, {"step": 6})
     monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == [good.name]  # no torn file, no temp left behind
@@ -100,7 +101,7 @@ def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     # A kill -9 leaves its temp file behind: it is never taken for a checkpoint and is cleaned up.
     (tmp_path / ".coarse-0000009.pt.abc.tmp.pt").write_bytes(b"garbage")
     assert store.load_latest("coarse")[1] == good
-    store.clean_temp_files()
+    remove_temp_files(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [good.name]
 
     # A damaged newest checkpoint (e.g. disk full) falls back to the one before.

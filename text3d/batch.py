@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
+from text3d.app.arguments import path_argument
 from text3d.app.batch import run_batch
 from text3d.app.presets import GPU_PRESET, TOY_PRESET, generation_preset
-from text3d.app.prompt_files import read_prompt_file
+from text3d.app.prompt_files import parse_prompt_file
 from text3d.app.run_dir import DEFAULT_OUTPUT_ROOT, slugify
 
 
@@ -25,8 +25,10 @@ def add_batch_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         "manifest.jsonl; re-running skips finished runs and resumes unfinished ones. Under "
         "`accelerate launch --multi_gpu --num_processes N` the prompts are shared between the processes.",
     )
-    p.add_argument("prompts", type=Path, metavar="PROMPTS_FILE", help="prompt file (.txt or .jsonl, see prompts/)")
-    p.add_argument("--out-root", type=Path, help="folder of the runs and manifest.jsonl (default: outputs/<file name>)")
+    p.add_argument("prompts", type=path_argument, metavar="PROMPTS_FILE",
+                   help="prompt file (.txt or .jsonl, see prompts/)")
+    p.add_argument("--out-root", type=path_argument,
+                   help="folder of the runs and manifest.jsonl (default: outputs/<file name>)")
     p.add_argument(
         "--preset",
         help=f"preset name or a YAML path (default: {GPU_PRESET} with CUDA or --model, else {TOY_PRESET})",
@@ -42,14 +44,14 @@ def add_batch_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    items = read_prompt_file(args.prompts)
+    items, errors = parse_prompt_file(args.prompts)  # every bad line is reported, with the configs', in one pass
     preset, note = generation_preset(args.preset, args.model)
     if note:
         print(note, file=sys.stderr)
     out_root = args.out_root or DEFAULT_OUTPUT_ROOT / slugify(args.prompts.stem)
     result = run_batch(
         items, out_root, preset, args.overrides, args.model, args.resume,
-        source=str(args.prompts), progress=not args.quiet,
+        source=str(args.prompts), progress=not args.quiet, errors=errors,
     )
     if result.rank != 0:
         # The batch's status is rank 0's: a failing exit here would make the launcher kill rank 0 before it reports.

@@ -6,25 +6,29 @@ import argparse
 import logging
 import os
 import sys
-from pathlib import Path
+
+from huggingface_hub.utils import disable_progress_bars
 
 from text3d import __version__
+from text3d.app.arguments import path_argument
+from text3d.app.chain import STAGE_NAMES
 from text3d.app.jobs import export_run, generate, reconstruct
 from text3d.app.presets import GPU_PRESET, TOY_PRESET, generation_preset, load_config
 from text3d.app.progress import TqdmCallback
 from text3d.app.run_dir import DEFAULT_OUTPUT_ROOT, run_names
 from text3d.app.schema import Text3DConfig
 from text3d.batch import add_batch_parser, cmd_batch
-from text3d.config import describe, to_yaml
+from text3d.config import Range, describe, field_range, to_yaml
 from text3d.data.synthetic import make_dataset
 from text3d.errors import TrainingError, UserError
+from text3d.io import os_reason
 from text3d.ui.command import add_ui_parser, cmd_ui
 
 log = logging.getLogger("text3d")
 
 
 def _add_run_options(p: argparse.ArgumentParser, default_preset: str | None) -> None:
-    p.add_argument("--out", type=Path, help="run directory (default: outputs/<name>-<seed>)")
+    p.add_argument("--out", type=path_argument, help="run directory (default: outputs/<name>-<seed>)")
     default = default_preset or f"{GPU_PRESET} with CUDA or --model, else {TOY_PRESET} (the bundled toy model)"
     p.add_argument("--preset", default=default_preset, help=f"preset name or a YAML path (default: {default})")
     p.add_argument("--seed", type=int, help="random seed (overrides the preset's)")
@@ -44,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="fit a 3D model to a NeRF-synthetic-style dataset of posed images",
         description="Fit NeRF, mesh and texture to DATASET's training views; write test-view PSNR and the textured mesh.",
     )
-    p.add_argument("dataset", type=Path, help="folder with transforms_train.json, transforms_test.json and images")
+    p.add_argument("dataset", type=path_argument, help="folder with transforms_train.json, transforms_test.json and images")
     _add_run_options(p, default_preset="reconstruct")
 
     p = sub.add_parser(
@@ -63,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Rebuild model.glb, model.obj/.mtl/.png, turntable.mp4 and contact_sheet.png of RUN_DIR from its "
         "newest geometry and texture (or coarse) checkpoints, with the run's saved config.",
     )
-    p.add_argument("run_dir", type=Path, help="a run directory (holds config.yaml and checkpoints/)")
+    p.add_argument("run_dir", type=path_argument, help="a run directory (holds config.yaml and checkpoints/)")
+    p.add_argument("--from-stage", choices=STAGE_NAMES,
+                   help="export what the stages up to this one made (default: the last stage the run trained)")
 
     p = sub.add_parser(
         "make-dataset",
@@ -71,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Render a procedural object (sphere-traced SDF) or a mesh file (rasterized) from random and "
         "orbit views; also writes the ground-truth surface as mesh.ply.",
     )
-    p.add_argument("out", type=Path, help="output folder (must not exist or be empty)")
+    p.add_argument("out", type=path_argument, help="output folder (must not exist or be empty)")
     p.add_argument(
         "--object", default="toy",
         help="procedural object (sphere, rounded_box, torus, toy) or a mesh file (.obj/.glb/.gltf/.ply/.stl/.off, "
@@ -137,17 +143,23 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    result = export_run(args.run_dir)
+    result = export_run(args.run_dir, args.from_stage)
     print(f"wrote {', '.join(result.metrics['export']['files'])} in {args.run_dir}")
     return 0
 
 
 def cmd_make_dataset(args: argparse.Namespace) -> int:
-    for name in ("train_views", "test_views", "resolution"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be >= 1")
+    limits = {"train_views": Range(1, 10_000), "test_views": Range(1, 10_000), "resolution": Range(1, 4096),
+              "seed": field_range(Text3DConfig, "seed")}
+    for name, bounds in limits.items():
+        if not bounds.contains(getattr(args, name)):
+            raise UserError(f"--{name.replace('_', '-')} must be {bounds}, got {getattr(args, name)}")
     if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
         raise UserError(f"{args.out} exists and is not an empty folder")
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot write {args.out}: {os_reason(e)}") from None
     path = make_dataset(args.out, args.object, args.train_views, args.test_views, args.resolution, args.seed)
     print(f"wrote {path}")
     return 0
@@ -165,6 +177,8 @@ def cmd_config(args: argparse.Namespace) -> int:
 def _quiet_libraries() -> None:
     """Hide the model libraries' own loading bars and info chatter; our progress bar is the one to watch."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # huggingface_hub is already imported (it read the variable too early); transformers takes its setting from it.
+    disable_progress_bars()
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     for name in ("transformers", "diffusers"):

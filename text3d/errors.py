@@ -15,3 +15,13 @@ class TrainingError(Exception):
 
 class BackendUnavailable(UserError, RuntimeError):
     """An accelerated backend that was asked for by name (not 'auto') cannot run here: one line, exit code 2."""
+
+
+class WriteFailed(TrainingError):
+    """An output could not be written (disk full, read-only, no permission): one line naming the file, exit 1; the
+    files written before it (checkpoints included) are kept."""
+
+    def __init__(self, path: object, reason: str) -> None:
+        super().__init__(f"cannot write {path}: {reason}")
+        self.path = path
+        self.reason = reason

@@ -38,7 +38,7 @@ from tqdm import tqdm
 from text3d.app.jobs import check_prompt, generate
 from text3d.app.presets import GPU_PRESET, load_config
 from text3d.app.progress import TqdmCallback
-from text3d.app.prompt_files import BatchItem
+from text3d.app.prompt_files import BatchItem, error_listing
 from text3d.app.run_dir import holds_config, is_finished, run_names
 from text3d.app.schema import Text3DConfig
 from text3d.config import to_yaml
@@ -72,8 +72,11 @@ def plan_batch(
     model: str | None = None,
     resume: bool = True,
     source: str = "prompts",
+    errors: Sequence[tuple[int, str]] = (),
 ) -> list[PlannedRun]:
-    """Resolve every item's config and run directory; any problem is a :class:`UserError` before anything runs.
+    """Resolve every item's config and run directory; problems are a :class:`UserError` before anything runs, which
+    lists every bad line (with ``errors``, the lines that did not parse, see
+    :func:`~text3d.app.prompt_files.parse_prompt_file`).
 
     Two items with the same resolved config are an error (``source``:line names both). Without ``resume``, a run
     directory that already holds a run is an error.
@@ -81,6 +84,7 @@ def plan_batch(
     extra = [("guide.sds.model.model", model)] if model is not None else []
     load_config(preset, list(overrides), extra)  # a bad batch-wide option is reported once, not on every line
     plan: list[PlannedRun] = []
+    bad = list(errors)
     seen: dict[str, int] = {}
     taken: set[str] = set()
     for index, item in enumerate(items):
@@ -90,16 +94,22 @@ def plan_batch(
             config = load_config(preset, line_overrides, [*extra, ("prompt.text", item.prompt)])
             check_prompt(config)
         except UserError as e:
-            raise UserError(f"{where}: {e}") from None
+            bad.append((item.line, f"{where}: {e}"))
+            continue
         key = to_yaml(config)
         if key in seen:
-            raise UserError(f"{where}: same prompt, seed and overrides as line {seen[key]} (give one a seed=N)")
+            bad.append((item.line, f"{where}: same prompt, seed and overrides as line {seen[key]} (give one a seed=N)"))
+            continue
         seen[key] = item.line
         name = next(n for n in run_names(config) if n not in taken and _can_hold(out_root / n, config))
         taken.add(name)
         if not resume and (out_root / name / "config.yaml").exists():
-            raise UserError(f"{where}: {out_root / name} already holds a run; drop --no-resume to continue the batch")
+            bad.append((item.line, f"{where}: {out_root / name} already holds a run; drop --no-resume to continue "
+                                   "the batch"))
+            continue
         plan.append(PlannedRun(index, item, config, out_root / name))
+    if bad:
+        raise UserError(error_listing(bad))
     return plan
 
 
@@ -243,6 +253,7 @@ def run_batch(
     progress: bool = False,
     callbacks: list[Callback] | None = None,
     stop_event: threading.Event | None = None,
+    errors: Sequence[tuple[int, str]] = (),
 ) -> BatchResult:
     """Generate every item (this process's share of them) into ``out_root``; see the module docstring.
 
@@ -250,9 +261,9 @@ def run_batch(
     exception is recorded as ``failed`` and the batch goes on; ``stop_event`` stops the running item (``stopped``,
     resumable) and the batch. ``progress`` shows a bar over prompts and one per stage (on the first process only).
     """
-    if not items:
+    if not items and not errors:
         raise UserError("no prompts to generate")
-    plan = plan_batch(items, out_root, preset, overrides, model, resume, source)
+    plan = plan_batch(items, out_root, preset, overrides, model, resume, source, errors)
     state = _process_state(plan[0].config)
     rank, world = state.process_index, state.num_processes
     manifest = Manifest(out_root, plan, rank, world)

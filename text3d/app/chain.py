@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,6 +151,12 @@ STAGE_NAMES = tuple(link.name for link in STAGES)
 """The stages in the order they run (and their config sections)."""
 
 
+def last_checkpointed_stage(run_dir: Path) -> str | None:
+    """The last stage of the chain that has a checkpoint in ``run_dir``."""
+    store = CheckpointStore(run_dir / "checkpoints", keep=1)
+    return next((name for name in reversed(STAGE_NAMES) if store.list(name)), None)
+
+
 def run_stages(
     ctx: JobContext,
     run_dir: Path,
@@ -160,30 +165,44 @@ def run_stages(
     callbacks: list[Callback] | None = None,
     stop_event: threading.Event | None = None,
     metrics: dict | None = None,
+    last: str | None = None,
 ) -> Handover | None:
     """Every stage in order (trained when enabled and ``train``, else loaded or passed through, see the module
     docstring); returns what the last stage handed on, or None when a stage was stopped (its checkpoint allows
-    resuming). Per stage, ``metrics`` gets its steps, the seconds spent now and, with test views, its PSNR."""
+    resuming). Per stage, ``metrics`` gets its steps, the seconds spent now and, with test views, its PSNR.
+
+    Without ``train`` (export), a stage that the run trained must load its newest checkpoint: an earlier stage's
+    result never silently stands in for it. ``last`` names the last stage to load; the ones after it pass through.
+    """
     h = Handover()
     store = CheckpointStore(run_dir / "checkpoints", keep=1)
-    for link in STAGES:
+    end = STAGE_NAMES.index(last) if last is not None else len(STAGES) - 1
+    for index, link in enumerate(STAGES):
         section = getattr(ctx.config, link.name)
-        start = time.perf_counter()
+        if index > end:
+            link.pass_through(h, ctx, run_dir)
+            continue
+        if not train and section.enabled and not store.list(link.name) and index > 0:
+            before = STAGE_NAMES[index - 1]
+            raise UserError(f"{run_dir} has no {link.name} checkpoint, although the run trains that stage; "
+                            f"`text3d export {run_dir} --from-stage {before}` exports what the stages up to "
+                            f"{before} made")
         if train and section.enabled:
             stage = link.build(ctx, h)
             result = Trainer(stage, ctx.config.trainer, ctx.accelerator, run_dir, callbacks, stop_event).fit(resume)
             if result.stopped:
                 log.info("%s: stopped at step %d; resume with --resume", link.name, result.step)
                 return None
+            seconds = result.seconds
         elif store.list(link.name):
             stage = link.build(ctx, h)
-            load_stage_weights(run_dir, stage)
+            _, seconds = load_stage_weights(run_dir, stage)
         else:
             link.pass_through(h, ctx, run_dir)
             continue
         if metrics is not None:
-            # Seconds spent in this invocation (a resumed run counts only what it trained now).
-            metrics[link.name] = {"steps": stage.max_steps, "train_seconds": round(time.perf_counter() - start, 2)}
+            # Seconds the stage trained, across resumes.
+            metrics[link.name] = {"steps": stage.max_steps, "train_seconds": round(seconds, 2)}
             if ctx.test_views is not None:
                 renders = stage.render_views(ctx.test_views.cameras)["rgb"]
                 metrics[link.name].update(ctx.score(renders, link.name))

@@ -9,6 +9,7 @@ Each stage checkpoints on its own; a resumed job continues the first unfinished 
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from dataclasses import dataclass, field, replace
@@ -17,8 +18,8 @@ from pathlib import Path
 import torch
 import trimesh
 
-from text3d.app.chain import JobContext, run_stages
-from text3d.app.run_dir import RunDir, saved_config
+from text3d.app.chain import STAGE_NAMES, JobContext, last_checkpointed_stage, run_stages
+from text3d.app.run_dir import RunDir, is_finished, saved_config
 from text3d.app.schema import Text3DConfig
 from text3d.data.nerf_synthetic import load_views
 from text3d.errors import UserError
@@ -111,26 +112,41 @@ def generation_context(config: Text3DConfig) -> JobContext:
                       lambda camera: CameraSampler(camera).orbit())
 
 
-def export_run(run_dir: Path) -> JobResult:
-    """Rebuild a finished (or interrupted) run's files from its checkpoints, with its saved config: the stage chain
-    with every stage loaded from its last checkpoint (or passed through), none trained."""
-    run = RunDir(run_dir)
-    if not run.config_path.exists():
+def export_run(run_dir: Path, from_stage: str | None = None) -> JobResult:
+    """Rebuild a run's files from its checkpoints, with its saved config: the stage chain with every stage loaded
+    from its newest checkpoint, none trained.
+
+    A finished run is exported from what its last stage made: a missing or unreadable checkpoint of a stage it
+    trained is an error, unless ``from_stage`` names the last stage to export from (the later ones pass through).
+    An unfinished run is exported from its last checkpointed stage. ``metrics.json``'s export entry is updated.
+    """
+    run = RunDir(Path(run_dir))
+    if not run.config_path.exists():  # before hold(), which would create the folder
         raise UserError(f"{run_dir} is not a text3d run directory (no config.yaml)")
-    config = saved_config(run.path)
-    ctx = JobContext(config, make_accelerator(config.trainer), lambda _: _NoGuide(),
-                     lambda camera, _: CameraSampler(camera), lambda camera: CameraSampler(camera).orbit())
-    with run:
-        handover = run_stages(ctx, run.path, train=False)
+    with run.hold():
+        config = saved_config(run.path)
+        last = from_stage
+        if last is None and not is_finished(run.path):
+            last = last_checkpointed_stage(run.path) or STAGE_NAMES[0]
+            log.info("export: %s is unfinished; exporting what the %s stage made", run.path, last)
+        ctx = JobContext(config, make_accelerator(config.trainer), lambda _: _NoGuide(),
+                         lambda camera, _: CameraSampler(camera), lambda camera: CameraSampler(camera).orbit())
+        handover = run_stages(ctx, run.path, train=False, last=last)
         asset = export_assets(handover.mesh, handover.albedo, config, run.path, ctx.renderer,
                               ctx.eval_cameras(config.coarse.camera))
-    return JobResult(run.path, stopped=False, metrics={"export": asset_summary(asset)})
+        metrics_path = run.path / "metrics.json"
+        metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+        # Exported from the whole chain, the files are those the run wrote: its scores of them still hold.
+        kept = metrics.get("export", {}) if last is None else {}
+        metrics["export"] = {**kept, **asset_summary(asset), "from_stage": last or STAGE_NAMES[-1]}
+        write_json(metrics_path, metrics)
+    return JobResult(run.path, stopped=False, metrics=metrics)
 
 
 def _run(ctx: JobContext, run_dir: Path, resume: bool, callbacks, stop_event) -> JobResult:
     cfg = ctx.config
     metrics: dict = {}
-    with RunDir.prepare(run_dir, cfg, resume) as run:
+    with RunDir(Path(run_dir)).hold(cfg, resume) as run:
         handover = run_stages(ctx, run.path, True, resume, callbacks, stop_event, metrics)
         if handover is None:
             return JobResult(run.path, stopped=True)

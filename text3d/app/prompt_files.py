@@ -41,7 +41,16 @@ class BatchItem:
 
 
 def read_prompt_file(path: Path) -> list[BatchItem]:
-    """The items of a ``.txt`` or ``.jsonl`` prompt file; the first bad line is a :class:`UserError` naming it."""
+    """The items of a ``.txt`` or ``.jsonl`` prompt file; a :class:`UserError` lists every bad line."""
+    items, errors = parse_prompt_file(path)
+    if errors:
+        raise UserError(error_listing(errors))
+    return items
+
+
+def parse_prompt_file(path: Path) -> tuple[list[BatchItem], list[tuple[int, str]]]:
+    """The items of the good lines and ``(line, "PATH:LINE: reason")`` of each bad one, in one pass; a file that
+    cannot be read, or has no prompt at all, is a :class:`UserError`."""
     parse = {".txt": _parse_txt, ".jsonl": _parse_jsonl}.get(path.suffix.lower())
     if parse is None:
         raise UserError(f"prompt file {path} must end in .txt or .jsonl")
@@ -51,7 +60,7 @@ def read_prompt_file(path: Path) -> list[BatchItem]:
         raise UserError(f"prompt file {path} not found") from None
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"cannot read prompt file {path}: {e}") from None
-    items = []
+    items, errors = [], []
     # split("\n"), not splitlines(): that also splits at \f, \x1c, ... and would number lines unlike an editor.
     for n, raw in enumerate(text.split("\n"), 1):
         stripped = raw.strip()
@@ -60,10 +69,18 @@ def read_prompt_file(path: Path) -> list[BatchItem]:
         try:
             items.append(parse(n, stripped))
         except UserError as e:
-            raise UserError(f"{path}:{n}: {e}") from None
-    if not items:
+            errors.append((n, f"{path}:{n}: {e}"))
+    if not items and not errors:
         raise UserError(f"prompt file {path} has no prompts")
-    return items
+    return items, errors
+
+
+def error_listing(errors: list[tuple[int, str]]) -> str:
+    """One bad line as its own message; several as a count, then one line each, in line order."""
+    lines = [message for _, message in sorted(errors)]
+    if len(lines) == 1:
+        return lines[0]
+    return f"{len(lines)} bad lines, nothing was run:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 def _parse_txt(line: int, text: str) -> BatchItem:

@@ -1,18 +1,27 @@
-"""Run directories: ``outputs/<slug>-<seed>/`` with the resolved config, log, checkpoints and outputs."""
+"""Run directories: ``outputs/<slug>-<seed>/`` with the resolved config, log, checkpoints and outputs; held by one
+process at a time."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import itertools
 import logging
+import os
 import re
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from text3d.config import build, diff, load_yaml, to_yaml
+from text3d.app.chain import STAGE_NAMES
 from text3d.app.schema import Text3DConfig
-from text3d.errors import UserError
-from text3d.io import write_text
+from text3d.config import build, diff, load_yaml, to_yaml
+from text3d.errors import UserError, WriteFailed
+from text3d.io import os_reason, remove_temp_files, write_text
+from text3d.stage.trainer import CheckpointStore
+
+log = logging.getLogger(__name__)
 
 DEFAULT_OUTPUT_ROOT = Path("outputs")
 
@@ -54,41 +63,120 @@ def is_finished(path: Path) -> bool:
 
 @dataclass
 class RunDir:
+    """A run directory, held by one process at a time while a job writes to it (see :meth:`hold`)."""
+
     path: Path
 
     @property
     def config_path(self) -> Path:
         return self.path / "config.yaml"
 
-    @classmethod
-    def prepare(cls, path: Path, config: Text3DConfig, resume: bool) -> RunDir:
-        """Create the run directory, or re-open it for ``resume`` after checking the config is unchanged.
+    @contextlib.contextmanager
+    def hold(self, config: Text3DConfig | None = None, resume: bool = False) -> Iterator[RunDir]:
+        """Hold the directory for one job; ``config`` starts or resumes a run in it, None re-opens a run (export).
 
-        An existing run is never overwritten: without ``resume`` it is an error.
+        - One process at a time: an OS lock on ``.lock`` (released when the process ends, however it ends); a
+          second process gets a one-line error naming the holder's PID.
+        - Temp files that killed writers left behind are removed.
+        - A new run writes ``config.yaml``. An existing run is never overwritten: without ``resume`` it is an error;
+          a resumed run may change the settings of stages that have not finished (and the trainer's cadence), every
+          other difference is an error naming the keys.
+        - While held, text3d's log also goes to ``log.txt``. A job that fails before its first checkpoint leaves the
+          directory as it found it (gone, if the job made it).
         """
-        run = cls(path)
-        if path.exists() and not path.is_dir():
-            raise UserError(f"output path {path} exists and is not a directory")
-        if run.config_path.exists():
-            if not resume:
-                raise UserError(f"{path} already holds a run; pass --resume to continue it, or choose another --out")
-            changed = diff(saved_config(path), config)
-            if changed:
-                raise UserError(f"cannot resume {path}: the config differs in {', '.join(changed)}")
+        made = not self.path.exists()
+        if not made and not self.path.is_dir():
+            raise UserError(f"output path {self.path} exists and is not a directory")
+        if config is not None and not resume and self.config_path.exists():
+            self._refuse_overwrite()  # before the lock: a refused run touches nothing
         try:
-            path.mkdir(parents=True, exist_ok=True)
+            self.path.mkdir(parents=True, exist_ok=True)
+            lock = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
-            raise UserError(f"cannot create output directory {path}: {e.strerror}") from None
-        write_text(run.config_path, to_yaml(config))
-        return run
+            raise UserError(f"cannot write {self.path}: {os_reason(e)}") from None
+        had = {name: (self.path / name).exists() for name in ("config.yaml", "log.txt")}
+        try:
+            self._lock(lock)
+            for folder in (self.path, self.path / "previews", self.path / "checkpoints"):
+                for p in remove_temp_files(folder):
+                    log.info("removed %s, left behind by a killed write", p)
+            if config is not None:
+                self._start(config, resume)
+            elif not self.config_path.exists():
+                raise UserError(f"{self.path} is not a text3d run directory (no config.yaml)")
+            with self._log_to_file():
+                yield self
+        except BaseException:
+            if config is not None and not self._checkpoints():
+                self._undo(made, had)
+            raise
+        finally:
+            os.close(lock)  # releases the lock; the file stays, so that no two processes ever lock different ones
 
-    def __enter__(self) -> RunDir:
-        """While inside ``with``, text3d's log records also go to ``log.txt`` (appended across resumes)."""
-        self._log_handler = logging.FileHandler(self.path / "log.txt")
-        self._log_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logging.getLogger("text3d").addHandler(self._log_handler)
-        return self
+    def _lock(self, fd: int) -> None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise UserError(f"{self.path} is in use by another text3d process (PID {holder}); wait for it to end, "
+                            "or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
 
-    def __exit__(self, *exc) -> None:
-        logging.getLogger("text3d").removeHandler(self._log_handler)
-        self._log_handler.close()
+    def _start(self, config: Text3DConfig, resume: bool) -> None:
+        if self.config_path.exists():
+            if not resume:
+                self._refuse_overwrite()
+            saved = saved_config(self.path)
+            changed = diff(saved, config)
+            fixed = [k for k in changed if not k.startswith(self._changeable(saved))]
+            if fixed:
+                raise UserError(f"cannot resume {self.path}: the config differs in {', '.join(fixed)} (a resumed run "
+                                "may change only the settings of stages that have not finished)")
+            if changed:
+                log.info("resuming %s with changed %s", self.path, ", ".join(changed))
+        try:
+            write_text(self.config_path, to_yaml(config))
+        except WriteFailed as e:
+            raise UserError(str(e)) from None
+
+    def _refuse_overwrite(self) -> None:
+        raise UserError(f"{self.path} already holds a run; pass --resume to continue it, or choose another --out")
+
+    def _changeable(self, saved: Text3DConfig) -> tuple[str, ...]:
+        """Key prefixes a resume may change: the sections of unfinished stages, the trainer's cadence, and the
+        export while the run is unfinished."""
+        steps = {name: max((s for s, _ in self._store().list(name)), default=-1) for name in STAGE_NAMES}
+        unfinished = tuple(f"{name}." for name in STAGE_NAMES if steps[name] < getattr(saved, name).max_steps)
+        export = () if is_finished(self.path) else ("export.",)
+        return (*unfinished, *export, *(f"trainer.{k}" for k in _CADENCE))
+
+    def _store(self) -> CheckpointStore:
+        return CheckpointStore(self.path / "checkpoints", keep=1)
+
+    def _checkpoints(self) -> bool:
+        return any(self._store().list(name) for name in STAGE_NAMES)
+
+    def _undo(self, made: bool, had: dict[str, bool]) -> None:
+        """Leave the directory as the failed job found it."""
+        if made:
+            shutil.rmtree(self.path, ignore_errors=True)
+            return
+        for name, existed in had.items():
+            if not existed:
+                (self.path / name).unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def _log_to_file(self) -> Iterator[None]:
+        handler = logging.FileHandler(self.path / "log.txt")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger("text3d").addHandler(handler)
+        try:
+            yield
+        finally:
+            logging.getLogger("text3d").removeHandler(handler)
+            handler.close()
+
+
+# Settings of the trainer that only change how often it reports, previews and checkpoints.
+_CADENCE = ("log_every", "preview_every", "checkpoint_every", "keep_checkpoints")

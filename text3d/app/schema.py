@@ -26,9 +26,9 @@ class DataConfig:
     """Dataset folder holding transforms_train.json / transforms_test.json (set by `text3d reconstruct`)."""
     downscale: Annotated[int, Range(1, 16)] = 1
     """Integer factor to shrink the dataset's images by (area average)."""
-    views_per_step: Annotated[int, Range(1)] = 8
+    views_per_step: Annotated[int, Range(1, 1024)] = 8
     """Training views drawn per step."""
-    rays_per_view: Annotated[int, Range(0)] = 256
+    rays_per_view: Annotated[int, Range(0, 1 << 20)] = 256
     """Random pixels rendered per drawn view (0: the whole image)."""
 
 
@@ -60,7 +60,7 @@ class ExportConfig:
     """Coarse mesh extraction from the NeRF's density (coarse.glb, and the mesh when geometry is disabled)."""
     texture: TextureExportConfig = field(default_factory=TextureExportConfig)
     """UV unwrapping, texture baking and the mesh files."""
-    turntable_frames: Annotated[int, Range(0)] = 60
+    turntable_frames: Annotated[int, Range(0, 3600)] = 60
     """Frames of the turntable video (0: no video)."""
     turntable_resolution: Annotated[int, Range(16, 2048)] = 512
     """Side of the turntable video and contact sheet images, pixels."""
@@ -70,7 +70,7 @@ class ExportConfig:
 class Text3DConfig:
     """A text3d run."""
 
-    seed: int = 0
+    seed: Annotated[int, Range(0, 2**63 - 1)] = 0
     """Seed of every random choice (initial weights, views, sample jitter)."""
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     """Loop settings shared by all stages."""

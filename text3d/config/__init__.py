@@ -1,7 +1,7 @@
 """Typed configuration: nested dataclasses built from defaults, YAML presets and ``key=value`` overrides."""
 
 from text3d.config.files import load_yaml, resolve_preset
-from text3d.config.loader import Layer, Range, build, describe, diff, field_docs, to_dict, to_yaml
+from text3d.config.loader import Layer, Range, build, describe, diff, field_docs, field_range, to_dict, to_yaml
 
 __all__ = [
     "Layer",
@@ -10,6 +10,7 @@ __all__ = [
     "describe",
     "diff",
     "field_docs",
+    "field_range",
     "load_yaml",
     "resolve_preset",
     "to_dict",

@@ -128,6 +128,21 @@ def _section_class(tp: Any) -> type | None:
     return tp if _is_dataclass_type(tp) else None
 
 
+def field_range(schema: type, key: str) -> Range:
+    """The combined bounds of the numeric field at dotted ``key`` (e.g. for a form's limits or a CLI option)."""
+    cls, *parents, name = [schema, *key.split(".")]
+    for part in parents:
+        cls = _section_class(_fields(cls)[part])
+    tp, ranges = _unwrap(_fields(cls)[name])
+    if _is_union(tp):
+        ranges += _unwrap(_optional_inner(tp))[1]
+    lows = [(r.min, r.min_exclusive) for r in ranges if r.min is not None]
+    highs = [(r.max, r.max_exclusive) for r in ranges if r.max is not None]
+    low, low_x = max(lows) if lows else (None, False)
+    high, high_x = min(highs) if highs else (None, False)
+    return Range(low, high, low_x, high_x)
+
+
 @functools.cache
 def _fields(cls: type) -> dict[str, Any]:
     """Field name -> resolved type (``Annotated`` kept) for the fields a config can set (``init=True``)."""

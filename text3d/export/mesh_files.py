@@ -31,7 +31,7 @@ class TextureExportConfig:
     """Side of the baked texture in texels."""
     padding: Annotated[int, Range(0, 64)] = 4
     """Texels between charts in the atlas, and texels the baked charts are grown by so seams don't bleed."""
-    max_faces: Annotated[int, Range(100)] = 100_000
+    max_faces: Annotated[int, Range(100, 10_000_000)] = 100_000
     """Meshes above this face count are decimated to it before UV unwrapping."""
     timeout: Annotated[float, Range(0.0, min_exclusive=True)] = 300.0
     """Seconds xatlas may take (it runs in a child process) before the export stops with an error."""

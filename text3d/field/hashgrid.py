@@ -27,9 +27,9 @@ class HashGridConfig:
     """Feature channels stored per level."""
     log2_hashmap_size: Annotated[int, Range(4, 24)] = 19
     """log2 of the number of table entries per level."""
-    base_resolution: Annotated[int, Range(2)] = 16
+    base_resolution: Annotated[int, Range(2, 1 << 16)] = 16
     """Grid resolution of the coarsest level."""
-    max_resolution: Annotated[int, Range(2)] = 2048
+    max_resolution: Annotated[int, Range(2, 1 << 16)] = 2048
     """Grid resolution of the finest level (the per-level scale is derived from it)."""
     init_scale: Annotated[float, Range(0.0)] = 1e-4
     """Table entries start uniform in [-init_scale, init_scale]."""
@@ -140,9 +140,11 @@ class HashGridEncoding(nn.Module):
         # Trilinear weights as an outer product over axes; corner c = x_bit + 2*y_bit + 4*z_bit.
         wx, wy, wz = (torch.stack([1.0 - frac[..., a], frac[..., a]], dim=-1) for a in range(3))  # [N, L, 2]
         w = (wz[..., :, None, None] * wy[..., None, :, None] * wx[..., None, None, :]).reshape(n, levels, 8)
-        feats = _GatherRows.apply(table, idx.reshape(-1)).view(n, levels, 8, -1)  # [N, L, 8, F]
+        # Sizes spelled out: with no points (a render that covers nothing) a -1 would be ambiguous.
+        features = table.shape[1]
+        feats = _GatherRows.apply(table, idx.reshape(-1)).view(n, levels, 8, features)  # [N, L, 8, F]
         out = (feats * w.unsqueeze(-1).to(feats.dtype)).sum(dim=2)  # [N, L, F]
-        return out.reshape(n, -1)
+        return out.reshape(n, levels * features)
 
     def _cell_corner_indices(self, cell: Tensor) -> Tensor:
         """Flat table rows of the 8 corners of each cell, ``cell: [N, L, 3]`` -> ``[N, L, 8]`` int32.

@@ -56,14 +56,20 @@ class PromptConfig:
     """Appended for an azimuth sector; ``{azimuth}`` becomes the sector's centre in whole degrees in [0, 360)."""
     perp_neg: bool = False
     """Perp-Neg guidance: interpolated view prompts, other views as perpendicular negatives (needs view_dependent)."""
-    perp_neg_f_sb: tuple[float, float, float] = (1.0, 0.5, -0.606)
+    perp_neg_f_sb: Annotated[tuple[float, float, float], Range(-100.0, 100.0)] = (1.0, 0.5, -0.606)
     """Perp-Neg (a, b, c) of a*exp(-b*r)+c: weight of the side negative between side (r=1) and back (r=0)."""
-    perp_neg_f_fsb: tuple[float, float, float] = (1.0, 0.5, 0.967)
+    perp_neg_f_fsb: Annotated[tuple[float, float, float], Range(-100.0, 100.0)] = (1.0, 0.5, 0.967)
     """Perp-Neg (a, b, c): weight of the front negative between side (r=1) and back (r=0)."""
-    perp_neg_f_fs: tuple[float, float, float] = (4.0, 0.5, -2.426)
+    perp_neg_f_fs: Annotated[tuple[float, float, float], Range(-100.0, 100.0)] = (4.0, 0.5, -2.426)
     """Perp-Neg (a, b, c): weight of the front negative between front (r=1) and side (r=0)."""
-    perp_neg_f_sf: tuple[float, float, float] = (4.0, 0.5, -2.426)
+    perp_neg_f_sf: Annotated[tuple[float, float, float], Range(-100.0, 100.0)] = (4.0, 0.5, -2.426)
     """Perp-Neg (a, b, c): weight of the side negative between front and side, evaluated at 1 - r."""
+
+    def __post_init__(self) -> None:
+        # Whichever front end a prompt comes from, a run sees (and saves) it cleaned: control characters and runs
+        # of whitespace become one space.
+        self.text = _collapse(self.text)
+        self.negative = _collapse(self.negative)
 
     def validate(self) -> None:
         if self.front_threshold + self.back_threshold > 180:
@@ -109,6 +115,11 @@ def _collapse(text: str) -> str:
     # Control/format characters (category C*) are invisible in a log but still tokenised: make them spaces.
     spaced = "".join(" " if unicodedata.category(ch).startswith("C") else ch for ch in text)
     return " ".join(spaced.split())
+
+
+def shorten(text: str, limit: int = 80) -> str:
+    """``text`` cut to its first ``limit`` characters and "…", for messages that echo user text."""
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def clean_prompt(text: str) -> str:

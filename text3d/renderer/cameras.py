@@ -12,9 +12,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 from torch import Tensor
+
+from text3d.config import Range
 
 
 @dataclass
@@ -167,27 +170,27 @@ def spherical_cameras(
 class CameraConfig:
     """Random training views and the evaluation orbit (threestudio-like defaults)."""
 
-    height: int = 64
+    height: Annotated[int, Range(1, 8192)] = 64
     """Rendered image height in pixels."""
-    width: int = 64
+    width: Annotated[int, Range(1, 8192)] = 64
     """Rendered image width in pixels."""
-    batch_size: int = 1
+    batch_size: Annotated[int, Range(1, 256)] = 1
     """Views rendered per training step."""
-    azimuth_range: tuple[float, float] = (-180.0, 180.0)
+    azimuth_range: Annotated[tuple[float, float], Range(-360.0, 360.0)] = (-180.0, 180.0)
     """Training azimuth range, degrees."""
-    elevation_range: tuple[float, float] = (-10.0, 45.0)
+    elevation_range: Annotated[tuple[float, float], Range(-90.0, 90.0)] = (-10.0, 45.0)
     """Training elevation range, degrees."""
-    distance_range: tuple[float, float] = (1.5, 2.0)
+    distance_range: Annotated[tuple[float, float], Range(0.0, 1000.0, min_exclusive=True)] = (1.5, 2.0)
     """Training camera distance from the origin, scene units."""
-    fov_range: tuple[float, float] = (40.0, 70.0)
+    fov_range: Annotated[tuple[float, float], Range(0.0, 180.0, min_exclusive=True, max_exclusive=True)] = (40.0, 70.0)
     """Training vertical field of view, degrees."""
-    eval_views: int = 8
+    eval_views: Annotated[int, Range(1, 360)] = 8
     """Number of views on the evaluation orbit (previews, turntable)."""
-    eval_elevation: float = 15.0
+    eval_elevation: Annotated[float, Range(-90.0, 90.0)] = 15.0
     """Elevation of the evaluation orbit, degrees."""
-    eval_distance: float = 1.75
+    eval_distance: Annotated[float, Range(0.0, 1000.0, min_exclusive=True)] = 1.75
     """Distance of the evaluation orbit."""
-    eval_fov: float = 55.0
+    eval_fov: Annotated[float, Range(0.0, 180.0, min_exclusive=True, max_exclusive=True)] = 55.0
     """Vertical field of view of the evaluation orbit, degrees."""
 
     def validate(self) -> None:

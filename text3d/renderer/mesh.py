@@ -126,6 +126,7 @@ class MeshRenderer:
                 raise ValueError(f"shading '{shading}' needs an albedo function")
             mask = covered[..., 0]
             base = torch.zeros_like(position)
+            # A view may cover no pixel: the albedo then gets (and gives) zero points.
             base = base.index_put((mask,), albedo(position[mask]).to(base.dtype))
         if shading == "albedo":
             return base

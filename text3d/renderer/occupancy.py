@@ -24,9 +24,9 @@ class OccupancyConfig:
     """Skip samples in empty cells."""
     resolution: Annotated[int, Range(4, 256)] = 64
     """Cells per axis over the scene cube."""
-    update_every: Annotated[int, Range(1)] = 16
+    update_every: Annotated[int, Range(1, 1_000_000)] = 16
     """Training steps between grid updates."""
-    warmup_steps: Annotated[int, Range(0)] = 64
+    warmup_steps: Annotated[int, Range(0, 1_000_000)] = 64
     """Steps before the first update; until then every cell counts as occupied."""
     threshold: Annotated[float, Range(0.0, 1.0)] = 0.01
     """A cell is occupied when its density gives at least this opacity over one render step."""

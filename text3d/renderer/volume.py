@@ -27,15 +27,15 @@ class RendererConfig:
     """Stratified samples per ray across the scene cube."""
     perturb: bool = True
     """Jitter samples within their strata during training (evaluation always uses strata midpoints)."""
-    chunk_rays: Annotated[int, Range(1)] = 16384
+    chunk_rays: Annotated[int, Range(1, 1 << 24)] = 16384
     """Rays per chunk when rendering without gradients (bounds memory of large previews)."""
     background: Literal["solid", "mlp"] = "solid"
     """Background behind the object: a solid colour or a small MLP of the view direction."""
-    background_color: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    background_color: Annotated[tuple[float, float, float], Range(0.0, 1.0)] = (1.0, 1.0, 1.0)
     """Solid background colour (RGB in [0, 1])."""
     shading: Literal["albedo", "lambertian", "textureless", "random"] = "albedo"
     """Shading during training; 'random' draws one mode per step from shading_probs."""
-    shading_probs: tuple[float, float, float] = (0.2, 0.4, 0.4)
+    shading_probs: Annotated[tuple[float, float, float], Range(0.0)] = (0.2, 0.4, 0.4)
     """Probabilities of albedo / lambertian / textureless when shading is 'random'."""
     ambient: Annotated[float, Range(0.0, 1.0)] = 0.1
     """Ambient light fraction for lambertian and textureless shading."""

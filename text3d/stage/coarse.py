@@ -27,7 +27,7 @@ class CoarseConfig:
     enabled: bool = True
     """Train this stage; when false it trains nothing and loads its last checkpoint, which the run must then have
     (the same rule for every stage, see text3d.app.chain)."""
-    max_steps: Annotated[int, Range(0)] = 10000
+    max_steps: Annotated[int, Range(0, 1_000_000)] = 10000
     """Optimisation steps."""
     guidance_scale: Annotated[float, Range(0.0)] | None = None
     """Classifier-free guidance scale of this stage's SDS (None: guide.sds.guidance_scale)."""

@@ -34,7 +34,7 @@ class GeometryConfig:
     enabled: bool = True
     """Train this stage; when false it trains nothing and loads its last checkpoint if the run has one, else the
     coarse surface passes on as it is."""
-    max_steps: Annotated[int, Range(0)] = 3000
+    max_steps: Annotated[int, Range(0, 1_000_000)] = 3000
     """Optimisation steps."""
     guidance_scale: Annotated[float, Range(0.0)] | None = None
     """Classifier-free guidance scale of this stage's SDS (None: guide.sds.guidance_scale)."""
@@ -50,7 +50,7 @@ class GeometryConfig:
     """Largest vertex deformation, in grid cells (larger can invert the thin Kuhn tetrahedra)."""
     shading: ShadingChoice = "random"
     """Shading of training renders; 'random' draws albedo/lambertian/textureless/normal with shading_probs."""
-    shading_probs: tuple[float, float, float, float] = (0.25, 0.25, 0.25, 0.25)
+    shading_probs: Annotated[tuple[float, float, float, float], Range(0.0)] = (0.25, 0.25, 0.25, 0.25)
     """Probabilities of albedo / lambertian / textureless / normal when shading is 'random'."""
     lambda_normal_consistency: Annotated[float, Range(0.0)] = 0.1
     """Weight of the normal-consistency regulariser (smooth surfaces)."""
@@ -136,7 +136,10 @@ class GeometryStage(GuidedStage):
     def mesh(self) -> Mesh:
         mesh = self.dmtet.mesh()
         if mesh.faces.shape[0] == 0:
-            raise TrainingError("geometry: the surface vanished (empty mesh); lower geometry.iso_level or the lrs")
+            raise TrainingError(
+                "geometry: the surface vanished (empty mesh); lower geometry.lr_sdf and geometry.lr_deform (or "
+                "geometry.iso_level) and continue with --resume and the new values"
+            )
         return mesh
 
     def training_step(self, step: int) -> dict[str, Tensor]:

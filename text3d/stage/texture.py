@@ -27,7 +27,7 @@ class TextureConfig:
     enabled: bool = True
     """Train this stage; when false it trains nothing and loads its last checkpoint if the run has one, else the
     coarse field's albedo is baked as it is."""
-    max_steps: Annotated[int, Range(0)] = 2000
+    max_steps: Annotated[int, Range(0, 1_000_000)] = 2000
     """Optimisation steps."""
     guidance_scale: Annotated[float, Range(0.0)] | None = None
     """Classifier-free guidance scale of this stage's SDS (None: guide.sds.guidance_scale)."""
@@ -37,7 +37,7 @@ class TextureConfig:
     """Learning rate of the albedo field's MLP."""
     shading: Literal["albedo", "lambertian", "random"] = "random"
     """Shading of training renders; 'random' draws albedo or lambertian with shading_probs."""
-    shading_probs: tuple[float, float] = (0.5, 0.5)
+    shading_probs: Annotated[tuple[float, float], Range(0.0)] = (0.5, 0.5)
     """Probabilities of albedo / lambertian when shading is 'random'."""
     camera: CameraConfig = dataclasses.field(default_factory=lambda: CameraConfig(height=512, width=512))
     """Training views (random views for SDS; reconstruction uses the dataset's)."""

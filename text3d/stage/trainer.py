@@ -34,13 +34,13 @@ class TrainerConfig:
     """Autocast precision for the forward pass (accelerate); 'fp16' also scales the loss."""
     grad_clip: Annotated[float, Range(0.0)] = 0.0
     """Clip the global gradient norm to this value (0 disables)."""
-    log_every: Annotated[int, Range(1)] = 10
+    log_every: Annotated[int, Range(1, 1_000_000)] = 10
     """Steps between progress updates (losses are read back from the device only then)."""
-    preview_every: Annotated[int, Range(0)] = 200
+    preview_every: Annotated[int, Range(0, 1_000_000)] = 200
     """Steps between preview images (0 disables)."""
-    checkpoint_every: Annotated[int, Range(0)] = 200
+    checkpoint_every: Annotated[int, Range(0, 1_000_000)] = 200
     """Steps between checkpoints (0: only when the stage ends or stops)."""
-    keep_checkpoints: Annotated[int, Range(1)] = 2
+    keep_checkpoints: Annotated[int, Range(1, 1000)] = 2
     """Checkpoints kept per stage; older ones are deleted once a newer one is safely on disk."""
 
 
@@ -53,11 +53,23 @@ class Progress:
     max_steps: int
     losses: dict[str, float] = field(default_factory=dict)
     elapsed: float = 0.0
+    """Seconds of training in this invocation."""
+    start_step: int = 0
+    """The step this invocation started (or resumed) at."""
+    earlier: float = 0.0
+    """Seconds of training in earlier invocations (before a resume)."""
 
     @property
-    def eta(self) -> float:
-        """Seconds left at the average pace so far."""
-        done = max(self.step, 1)
+    def seconds(self) -> float:
+        """Seconds of training of this stage in all, across resumes."""
+        return self.earlier + self.elapsed
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left at the pace of the steps done in this invocation; None before the first of them."""
+        done = self.step - self.start_step
+        if done <= 0:
+            return None
         return self.elapsed / done * max(self.max_steps - self.step, 0)
 
 
@@ -108,6 +120,8 @@ class FitResult:
     """True when a stop was requested before ``max_steps``."""
     checkpoint: Path | None
     """The checkpoint written last."""
+    seconds: float = 0.0
+    """Seconds of training of the stage in all, across resumes."""
 
 
 def make_accelerator(config: TrainerConfig) -> Accelerator:
@@ -154,19 +168,27 @@ class CheckpointStore:
         return path
 
     def load_latest(self, stage: str) -> tuple[dict, Path] | None:
-        """The newest checkpoint that loads; a damaged one is skipped with a warning."""
+        """The newest checkpoint that loads; a damaged one is skipped with a warning (resume: the last good one)."""
         for _, path in self.list(stage):
             try:
-                return torch.load(path, map_location="cpu", weights_only=False), path
-            except Exception as e:  # noqa: BLE001 -- a damaged file (disk full, foreign edit): fall back to the one before
-                log.warning("checkpoint %s is unreadable (%s); trying an older one", path.name, e)
+                return self.load(path), path
+            except UserError as e:
+                log.warning("%s; trying an older one", e)
         return None
 
-    def clean_temp_files(self) -> None:
-        """Remove temp files left behind by a save that was killed."""
-        if self.folder.is_dir():
-            for p in self.folder.glob(".*.tmp.pt"):
-                p.unlink(missing_ok=True)
+    def load_newest(self, stage: str) -> tuple[dict, Path] | None:
+        """The newest checkpoint, or None when there is none; an unreadable one is a :class:`UserError` naming it
+        (what the stage finished with must not silently become an earlier state)."""
+        found = self.list(stage)
+        return (self.load(found[0][1]), found[0][1]) if found else None
+
+    @staticmethod
+    def load(path: Path) -> dict:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:  # a damaged file (disk full, foreign edit)
+            first = (str(e).splitlines() or [""])[0][:120]
+            raise UserError(f"checkpoint {path} is unreadable ({type(e).__name__}: {first})") from None
 
 
 class Trainer:
@@ -199,14 +221,13 @@ class Trainer:
 
     def fit(self, resume: bool = False) -> FitResult:
         stage, cfg = self.stage, self.config
-        self.store.clean_temp_files()
-        start, last_ckpt = 0, None
+        start, earlier, last_ckpt = 0, 0.0, None
         if resume and (found := self.store.load_latest(stage.name)) is not None:
             state, last_ckpt = found
             self._load(state)
-            start = state["step"]
+            start, earlier = state["step"], state.get("seconds", 0.0)
             log.info("%s: resumed from %s (step %d)", stage.name, last_ckpt.name, start)
-        progress = Progress(stage.name, start, stage.max_steps)
+        progress = Progress(stage.name, start, stage.max_steps, start_step=start, earlier=earlier)
         for cb in self.callbacks:
             cb.on_start(progress)
         t0 = time.perf_counter()
@@ -217,7 +238,8 @@ class Trainer:
                 break
             losses = self._step(step, last_ckpt)
             done = step + 1
-            progress = Progress(stage.name, done, stage.max_steps, progress.losses, time.perf_counter() - t0)
+            progress = Progress(stage.name, done, stage.max_steps, progress.losses, time.perf_counter() - t0, start,
+                                earlier)
             if done % cfg.log_every == 0 or done == stage.max_steps:
                 progress.losses = {k: v.item() for k, v in losses.items()}
                 for cb in self.callbacks:
@@ -233,7 +255,7 @@ class Trainer:
             self._preview(progress)  # the stage's final state, whatever the cadence
         for cb in self.callbacks:
             cb.on_end(progress)
-        return FitResult(step=done, stopped=stopped, checkpoint=last_ckpt)
+        return FitResult(step=done, stopped=stopped, checkpoint=last_ckpt, seconds=progress.seconds)
 
     def _step(self, step: int, last_ckpt: Path | None) -> dict[str, Tensor]:
         stage = self.stage
@@ -261,6 +283,7 @@ class Trainer:
         state = {
             "stage": self.stage.name,
             "step": progress.step,
+            "seconds": progress.seconds,
             "modules": {k: m.state_dict() for k, m in self.stage.modules().items()},
             "optimizer": self.optimizer.state_dict(),
             "extra": self.stage.extra_state(),
@@ -285,13 +308,15 @@ class Trainer:
         random.setstate(state["rng"]["python"])
 
 
-def load_stage_weights(run_dir: Path, stage: Stage) -> int | None:
-    """Load the newest checkpoint of ``stage`` into its modules (no optimizer); returns its step or None."""
-    found = CheckpointStore(run_dir / "checkpoints", keep=1).load_latest(stage.name)
+def load_stage_weights(run_dir: Path, stage: Stage) -> tuple[int, float] | None:
+    """Load the newest checkpoint of ``stage`` into its modules (no optimizer); returns its step and the stage's
+    seconds of training, or None when there is none. An unreadable newest checkpoint is a :class:`UserError` naming
+    the file."""
+    found = CheckpointStore(run_dir / "checkpoints", keep=1).load_newest(stage.name)
     if found is None:
         return None
     state, _ = found
     for name, module in stage.modules().items():
         module.load_state_dict(state["modules"][name])
     stage.load_extra_state(state["extra"])
-    return state["step"]
+    return state["step"], state.get("seconds", 0.0)

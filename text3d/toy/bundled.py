@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from text3d.errors import UserError
+from text3d.prompt.processor import shorten
 from text3d.toy.vocabulary import COLORS, SHAPES, parse_caption
 
 TOY_MODEL = "text3d-toy"
@@ -27,7 +28,8 @@ def check_toy_prompt(prompt: str, negative: str = "") -> None:
     unknown = [w for w in negative.lower().replace(",", " ").split() if w not in vocabulary]
     known_prompt = parse_caption(prompt) is not None
     if not known_prompt or unknown:
-        what = f"negative prompt word(s) {', '.join(unknown)!r}" if known_prompt else f"prompt {prompt!r}"
+        words = shorten(", ".join(unknown))
+        what = f"negative prompt word(s) {words!r}" if known_prompt else f"prompt {shorten(prompt)!r}"
         raise UserError(
             f"the bundled toy model does not know the {what}: it knows \"a COLOUR SHAPE\" with COLOUR one of "
             f"{', '.join(COLORS)} and SHAPE one of {', '.join(SHAPES)}; for other prompts use a real model on a GPU "

@@ -72,9 +72,10 @@ def job_status(job: Job) -> str:
         nxt = "exporting the textured mesh, OBJ and turntable" if n == len(stages) else "preparing the next stage"
         return f"**{p.stage}** done: {nxt}… ({total} in all)"
     losses = ", ".join(f"{k} {v:.4g}" for k, v in p.losses.items())
+    left = "estimating the time left" if p.eta is None else f"about {_clock(p.eta)} left"
     return (
         f"**{p.stage}** (stage {n} of {len(stages)}) · step {p.step} / {p.max_steps} · "
-        f"{_clock(p.elapsed)} in this stage, about {_clock(p.eta)} left · {total} in all"
+        f"{_clock(p.seconds)} in this stage, {left} · {total} in all"
         + (f"  \n{losses}" if losses else "")
     )
 

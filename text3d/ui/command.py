@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
+from text3d.app.arguments import path_argument
 from text3d.app.presets import INTERACTIVE_GPU_PRESET, TOY_PRESET
 from text3d.errors import UserError
 
@@ -22,7 +22,7 @@ def add_ui_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
     p.add_argument("--port", type=int, help="port (default: 7860, or $GRADIO_SERVER_PORT)")
     p.add_argument("--share", action="store_true", help="also open a temporary public gradio.live link")
     p.add_argument("--auth", metavar="USER:PASS", help="require this login")
-    p.add_argument("--output-root", type=Path,
+    p.add_argument("--output-root", type=path_argument,
                    help="where runs are written and listed; the only folder the UI serves files from "
                    "(default: outputs, as for text3d generate)")
     p.add_argument("--preset", help=f"preset (a shipped preset's name) selected at first (default: "
