@@ -345,3 +345,96 @@ def test_train_seconds_add_up_across_resumes(tmp_path, capsys):
     assert earlier > 0
     second = jobs_generate(config, tmp_path / "run", resume=True)
     assert second.metrics["coarse"]["train_seconds"] > earlier
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The web UI's run directories
+
+
+def test_a_run_that_failed_after_a_checkpoint_is_not_resumed_by_the_ui(tmp_path):
+    from text3d.ui.runs import choose_run_dir
+
+    config = load_config(TINY, ["prompt.text=a red cube"])
+    run = RunDir(tmp_path / "a-red-cube-0")
+    with pytest.raises(TrainingError, match="boom"):
+        with run.hold(config):
+            (run.path / "checkpoints").mkdir()
+            (run.path / "checkpoints" / "coarse-0000003.pt").write_bytes(b"x")
+            raise TrainingError("boom")
+    assert (run.path / ".failed").read_text().strip() == "TrainingError: boom"
+    assert choose_run_dir(tmp_path, config) == (tmp_path / "a-red-cube-0-2", False)
+    (run.path / ".failed").unlink()
+    assert choose_run_dir(tmp_path, config) == (run.path, True)  # a stopped run of the same config resumes
+
+
+def test_links_and_long_names_in_the_output_root_are_refused(tmp_path, caplog):
+    from text3d.ui.runs import RunView, resolve_run
+
+    run = tmp_path / "r-0"
+    (run / "previews").mkdir(parents=True)
+    (run / "config.yaml").write_text("seed: 0\n")
+    (run / "contact_sheet.png").symlink_to("/etc/passwd")
+    (run / "previews" / "coarse-0000004.png").write_bytes(b"png")
+    (run / "previews" / ".coarse-0000008.png.x.tmp.png").write_bytes(b"")
+    view = RunView.of(run)
+    assert view.contact_sheet is None and "symbolic link" in caplog.text
+    assert view.preview == run / "previews" / "coarse-0000004.png"  # never a temp file
+    with pytest.raises(UserError, match=r"no run named 'x{60}…'"):
+        resolve_run(tmp_path, "x" * 10_000)
+
+
+def test_the_ui_caps_the_steps_of_a_job():
+    from text3d.ui.app import job_config
+
+    base = load_config(TINY, ["prompt.text=a red cube"])
+    assert job_config(base, "a red cube", "", 0, 100, 7.5, max_steps=100).coarse.max_steps == 100
+    with pytest.raises(UserError, match="Steps must be at most 100 on this server"):
+        job_config(base, "a red cube", "", 0, 101, 7.5, max_steps=100)
+    with pytest.raises(UserError, match="'seed'"):
+        job_config(base, "a red cube", "", 2**64, 10, 7.5, max_steps=100)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# What held, kept
+
+
+def test_kill_9_mid_stage_then_resume_gives_the_same_asset_as_an_uninterrupted_run(tmp_path):
+    args = ["--preset", "toy", "--quiet", *TINY_TOY, "coarse.max_steps=30", "trainer.checkpoint_every=3"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+    def generate_cmd(out: Path, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "text3d", "generate", "a red cube", "--out", str(out), *args, *extra]
+
+    subprocess.run(generate_cmd(tmp_path / "whole"), check=True, env=env, capture_output=True)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(generate_cmd(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = killed / "checkpoints" / "coarse-0000006.pt"
+    while not first.exists():
+        assert proc.poll() is None, "the run ended before it could be killed"
+    proc.kill()  # SIGKILL: no handler runs, a write may be torn
+    proc.wait()
+    assert not (killed / "model.glb").exists()
+    subprocess.run(generate_cmd(killed, "--resume"), check=True, env=env, capture_output=True)
+    assert (killed / "model.glb").read_bytes() == (tmp_path / "whole" / "model.glb").read_bytes()
+
+
+def test_every_test_that_docs_reliability_names_exists():
+    import re
+
+    doc = (REPO / "docs" / "reliability.md").read_text()
+    names = set(re.findall(r"`(test_[a-z0-9_]+)`", doc))
+    source = "".join(p.read_text() for p in (REPO / "tests").glob("test_*.py"))
+    assert len(names) >= 25
+    assert sorted(n for n in names if f"def {n}(" not in source) == []
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [(["--seed", str(2**64)], "--seed must be >= 0 and <= 9223372036854775807"),
+     (["--resolution", "100000"], "--resolution must be >= 1 and <= 4096"),
+     (["--train-views", "0"], "--train-views must be >= 1")],
+)
+def test_make_dataset_options_out_of_range_are_one_line(tmp_path, capsys, option, message):
+    code, err = cli(["make-dataset", str(tmp_path / "d"), *option], capsys)
+    assert code == 2 and len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "d").exists()

@@ -192,9 +192,16 @@ def test_only_the_output_root_is_exposed(server, tmp_path):
     outside.mkdir()
     (outside / "config.yaml").write_text("seed: 0\n")
     (root / "linked").symlink_to(outside)
-    for name in ("../" + outside.name, str(outside), "linked", ".", "..", "", "no-such-run"):
+    for name in ("../" + outside.name, str(outside), "linked", ".", "..", "", "no-such-run", "x" * 10_000):
         with pytest.raises(AppError, match="no run named"):
             c.predict(name, api_name="/open_run")
+    # A link planted inside a run is never followed, and does not break the other runs.
+    planted = root / "planted-0"
+    planted.mkdir()
+    (planted / "config.yaml").write_text("seed: 0\n")
+    (planted / "contact_sheet.png").symlink_to("/etc/passwd")
+    opened = c.predict("planted-0", api_name="/open_run")
+    assert "planted-0" in opened[STATUS] and opened[GALLERY] is not None
     # Files: only the output root (and Gradio's own cache) are served; not the working directory, not /etc.
     base = url.rstrip("/") + "/gradio_api/file="
     assert httpx.get(base + "/etc/hostname").status_code == 403

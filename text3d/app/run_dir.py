@@ -24,6 +24,7 @@ from text3d.stage.trainer import CheckpointStore
 log = logging.getLogger(__name__)
 
 DEFAULT_OUTPUT_ROOT = Path("outputs")
+FAILED = ".failed"
 
 
 def slugify(text: str, max_len: int = 48) -> str:
@@ -59,6 +60,13 @@ def holds_config(path: Path, config: Text3DConfig) -> bool:
 def is_finished(path: Path) -> bool:
     """A run that got through export (``metrics.json`` is written last, after ``model.glb``)."""
     return (path / "metrics.json").is_file() and (path / "model.glb").is_file()
+
+
+def failed(path: Path) -> str | None:
+    """Why the last job in ``path`` failed after writing checkpoints (its ``.failed`` line), else None. Such a
+    run stays resumable by hand (``--resume``, with changed settings); nothing resumes it on its own."""
+    marker = path / FAILED
+    return marker.read_text().strip() if marker.is_file() else None
 
 
 @dataclass
@@ -102,13 +110,17 @@ class RunDir:
                     log.info("removed %s, left behind by a killed write", p)
             if config is not None:
                 self._start(config, resume)
+                (self.path / FAILED).unlink(missing_ok=True)  # a new attempt
             elif not self.config_path.exists():
                 raise UserError(f"{self.path} is not a text3d run directory (no config.yaml)")
             with self._log_to_file():
                 yield self
-        except BaseException:
+        except BaseException as e:
             if config is not None and not self._checkpoints():
                 self._undo(made, had)
+            elif config is not None and isinstance(e, Exception):
+                with contextlib.suppress(OSError):  # the marker is a courtesy; the error itself matters more
+                    (self.path / FAILED).write_text(" ".join(f"{type(e).__name__}: {e}".split()) + "\n")
             raise
         finally:
             os.close(lock)  # releases the lock; the file stays, so that no two processes ever lock different ones

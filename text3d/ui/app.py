@@ -19,9 +19,9 @@ from text3d.app.jobs import check_prompt
 from text3d.app.presets import generation_preset, load_config, preset_names
 from text3d.app.run_dir import DEFAULT_OUTPUT_ROOT
 from text3d.app.schema import Text3DConfig
-from text3d.config import Layer, build, to_dict
+from text3d.config import Layer, build, field_range, to_dict
 from text3d.errors import TrainingError, UserError
-from text3d.ui.command import parse_auth
+from text3d.ui.command import default_max_steps, parse_auth
 from text3d.ui.jobs import Job, JobRunner
 from text3d.ui.runs import RunView, list_runs, resolve_run
 
@@ -35,11 +35,14 @@ N_OUTPUTS = 7
 
 
 def job_config(
-    base: Text3DConfig, prompt: str, negative: str, seed: int, steps: int, guidance: float
+    base: Text3DConfig, prompt: str, negative: str, seed: int, steps: int, guidance: float, max_steps: int
 ) -> Text3DConfig:
     """``base`` with the form's values. ``steps`` sets ``coarse.max_steps`` and scales ``geometry.max_steps`` and
-    ``texture.max_steps`` by the same factor (at least 1), so one number sizes the whole run."""
-    scale = steps / base.coarse.max_steps
+    ``texture.max_steps`` by the same factor (at least 1), so one number sizes the whole run; it may not exceed the
+    server's ``max_steps``. Every value is checked against the config schema."""
+    if steps > max_steps:
+        raise UserError(f"Steps must be at most {max_steps} on this server (text3d ui --max-steps)")
+    scale = steps / max(base.coarse.max_steps, 1)
     form = {
         "prompt": {"text": prompt, "negative": negative},
         "seed": seed,
@@ -91,9 +94,11 @@ def _error(e: Exception) -> gr.Error:
 class App:
     """The handlers behind the Blocks layout; state that outlives a request lives here."""
 
-    def __init__(self, output_root: Path, default_preset: str, model: str | None, base_overrides: list[str]) -> None:
+    def __init__(self, output_root: Path, default_preset: str, model: str | None, base_overrides: list[str],
+                 max_steps: int) -> None:
         self.root = output_root
         self.model = model
+        self.max_steps = max_steps
         self.overrides = list(base_overrides)
         self.runner = JobRunner()
         self.default = self.base(default_preset)  # fails at launch, not at the first click, on a bad setup
@@ -157,7 +162,8 @@ class App:
         if seed is None or steps is None or guidance is None:  # a cleared number field
             raise gr.Error("Seed, steps and guidance scale need a value.", print_exception=False)
         try:
-            config = job_config(self.base(preset), prompt or "", negative or "", int(seed), int(steps), guidance)
+            config = job_config(self.base(preset), prompt or "", negative or "", int(seed), int(steps), guidance,
+                                self.max_steps)
         except UserError as e:
             raise _error(e) from None
         job = self.runner.start(request.session_hash or "", config, self.root)
@@ -220,17 +226,22 @@ def _path(p: Path | None) -> str | None:
 
 
 def build_app(
-    output_root: Path, default_preset: str, model: str | None, base_overrides: list[str], max_queue: int = 4
+    output_root: Path, default_preset: str, model: str | None, base_overrides: list[str], max_queue: int = 4,
+    max_steps: int = 10_000,
 ) -> gr.Blocks:
-    """The Blocks app, its queue holding at most ``max_queue`` waiting jobs; ``launch`` adds the file rules."""
-    app = App(Path(output_root).resolve(), default_preset, model, base_overrides)
+    """The Blocks app, its queue holding at most ``max_queue`` waiting jobs, each of at most ``max_steps`` coarse
+    steps; ``launch`` adds the file rules."""
+    app = App(Path(output_root).resolve(), default_preset, model, base_overrides, max_steps)
+    seed_range = field_range(Text3DConfig, "seed")
+    guidance_range = field_range(Text3DConfig, "guide.sds.guidance_scale")
     cfg = app.default
     model_name = Path(cfg.guide.sds.model.model).name  # not the server's folder layout
     with gr.Blocks(title="text3d", analytics_enabled=False) as demo:  # no calls home: often run offline
         gr.Markdown(
             f"# text3d\nText to a textured 3D model by score distillation of `{model_name}`. One generation runs "
             f"at a time and up to {max_queue} more wait in line; when the line is full the page says it is busy: "
-            "try again a little later."
+            "try again a little later. Cancel stops only a generation started from this browser; every job is "
+            f"bounded by this server's `--max-steps` ({max_steps} steps), and its operator can restart the server."
         )
         with gr.Row():
             with gr.Column(scale=2):
@@ -238,11 +249,15 @@ def build_app(
                 negative = gr.Textbox(label="Negative prompt", value=cfg.prompt.negative)
                 with gr.Row():
                     preset = gr.Dropdown(preset_names(), value=default_preset, label="Preset")
-                    seed = gr.Number(cfg.seed, label="Seed", precision=0, minimum=0)
+                    seed = gr.Number(cfg.seed, label="Seed", precision=0, minimum=seed_range.min,
+                                     maximum=seed_range.max)
                 with gr.Row():
-                    steps = gr.Number(cfg.coarse.max_steps, label="Steps", precision=0, minimum=1,
-                                      info="coarse steps; geometry and texture steps scale with it")
-                    guidance = gr.Number(cfg.guide.sds.guidance_scale, label="Guidance scale", minimum=0)
+                    steps = gr.Number(min(cfg.coarse.max_steps, max_steps), label="Steps", precision=0, minimum=1,
+                                      maximum=max_steps,
+                                      info=f"coarse steps (at most {max_steps}); geometry and texture steps scale "
+                                      "with it")
+                    guidance = gr.Number(cfg.guide.sds.guidance_scale, label="Guidance scale",
+                                         minimum=guidance_range.min)
                 with gr.Row():
                     start = gr.Button("Generate", variant="primary")
                     stop = gr.Button("Cancel", variant="stop")
@@ -296,7 +311,7 @@ def launch(args: argparse.Namespace, prevent_thread_lock: bool = False) -> gr.Bl
     preset, note = generation_preset(args.preset, args.model, interactive=True)
     if note:
         print(note, file=sys.stderr)
-    demo = build_app(root, preset, args.model, args.overrides, args.max_queue)
+    demo = build_app(root, preset, args.model, args.overrides, args.max_queue, args.max_steps or default_max_steps())
     demo.launch(
         server_name=args.host,
         server_port=args.port,

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+import torch
+
 from text3d.app.arguments import path_argument
 from text3d.app.presets import INTERACTIVE_GPU_PRESET, TOY_PRESET
+from text3d.app.schema import Text3DConfig
+from text3d.config import field_range
 from text3d.errors import UserError
 
 
@@ -29,8 +33,21 @@ def add_ui_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
                    f"{INTERACTIVE_GPU_PRESET} with CUDA or --model, else {TOY_PRESET}, the bundled toy model)")
     p.add_argument("--model", help="diffusers model id or local folder for every job (sets guide.sds.model.model)")
     p.add_argument("--max-queue", type=int, default=4, help="jobs that may wait behind the running one (default: 4)")
+    p.add_argument("--max-steps", type=int,
+                   help=f"most coarse steps a job may ask for (default: {GPU_MAX_STEPS} with CUDA, {CPU_MAX_STEPS} "
+                   "on a CPU)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides for every job")
     return p
+
+
+GPU_MAX_STEPS = 10_000
+CPU_MAX_STEPS = 2_000
+
+
+def default_max_steps() -> int:
+    """The web UI's cap on a job's coarse steps when ``--max-steps`` is not given: the SD preset's 10k on a GPU,
+    minutes of work on a CPU."""
+    return GPU_MAX_STEPS if torch.cuda.is_available() else CPU_MAX_STEPS
 
 
 def parse_auth(value: str | None) -> tuple[str, str] | None:
@@ -50,6 +67,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
             raise UserError(f"unexpected argument '{o}': overrides take the form KEY=VALUE")
     if args.max_queue < 1:
         raise UserError("--max-queue must be >= 1")
+    steps = field_range(Text3DConfig, "coarse.max_steps")
+    if args.max_steps is not None and not (args.max_steps >= 1 and steps.contains(args.max_steps)):
+        raise UserError(f"--max-steps must be >= 1 and {steps}, got {args.max_steps}")
     parse_auth(args.auth)
     from text3d.ui.app import launch  # Gradio: only now
 

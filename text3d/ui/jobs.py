@@ -8,6 +8,9 @@ completed step.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import logging
 import queue
 import threading
@@ -79,23 +82,14 @@ class Job(Callback):
     def cancel(self) -> None:
         self.stop_event.set()
 
-    def run(self, lock: threading.Lock) -> None:
-        """The worker thread's body: wait for ``lock`` (one job at a time), pick the run directory, generate."""
+    def run(self) -> None:
+        """The worker's body for this job: pick the run directory, generate; errors are kept for the page."""
         try:
-            if not lock.acquire(blocking=False):
-                self.waiting = True
-                self._wake.put(None)
-                lock.acquire()
-                self.waiting = False
-            try:
-                # Chosen under the lock: no other job is writing, so "a stopped run of this config" is really stopped.
-                self.run_dir, resume = choose_run_dir(self.output_root, self.config)
-                if self.stop_event.is_set():  # cancelled while waiting: nothing is written
-                    self.result = JobResult(self.run_dir, stopped=True)
-                else:
-                    self.result = generate(self.config, self.run_dir, resume, [self], self.stop_event)
-            finally:
-                lock.release()
+            self.run_dir, resume = choose_run_dir(self.output_root, self.config)
+            if self.stop_event.is_set():  # cancelled while waiting: nothing is written
+                self.result = JobResult(self.run_dir, stopped=True)
+            else:
+                self.result = generate(self.config, self.run_dir, resume, [self], self.stop_event)
         except (UserError, TrainingError) as e:
             log.warning("web UI job '%s': %s", self.config.prompt.text, e)
             self.error = e
@@ -123,27 +117,61 @@ class Job(Callback):
 
 
 class JobRunner:
-    """Starts jobs in worker threads, one at a time, and finds each browser session's job for Cancel.
+    """Runs jobs one at a time on one long-lived worker thread, and finds each browser session's job for Cancel.
 
-    The lock makes "one at a time" hold even when the UI stopped following a job (a cancelled event, a
-    closed page): the next job waits until that one has stopped and saved its checkpoint.
+    One thread for every job, not one each: glibc gives each new thread's allocations their own arena and keeps
+    freed memory there, so the server grew with every job (measured: +211 MB over 8 jobs, +26 MB on one thread).
+    After each job the freed memory is handed back to the system. A job queued behind a running one (e.g. one that
+    is still stopping after a Cancel) waits, and says so.
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._queue: queue.Queue[tuple[str, Job]] = queue.Queue()
         self._jobs: dict[str, Job] = {}
+        self._busy = threading.Event()
+        threading.Thread(target=self._work, name="text3d-jobs", daemon=True).start()
 
     def start(self, session: str, config: Text3DConfig, output_root: Path) -> Job:
         job = Job(config, output_root)
+        job.waiting = self._busy.is_set() or not self._queue.empty()
         self._jobs[session] = job
-        threading.Thread(target=self._run, args=(session, job), name="text3d-job", daemon=True).start()
+        self._queue.put((session, job))
         return job
 
-    def _run(self, session: str, job: Job) -> None:
-        job.run(self._lock)
-        if self._jobs.get(session) is job:
-            del self._jobs[session]
+    def _work(self) -> None:
+        while True:
+            session, job = self._queue.get()
+            self._busy.set()
+            if job.waiting:
+                job.waiting = False
+                job._wake.put(None)
+            try:
+                job.run()
+            finally:
+                if self._jobs.get(session) is job:
+                    del self._jobs[session]
+                release_memory()
+                self._busy.clear()
 
     def job_of(self, session: str) -> Job | None:
         """The running (or waiting) job started by ``session``."""
         return self._jobs.get(session)
+
+
+def release_memory() -> None:
+    """Collect garbage and give freed heap memory back to the system (glibc's malloc_trim; a no-op elsewhere)."""
+    gc.collect()
+    if _libc is not None:
+        _libc.malloc_trim(0)
+
+
+def _load_libc():
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        return libc
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+_libc = _load_libc()

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from text3d.app.run_dir import holds_config, is_finished, run_names
+from text3d.app.run_dir import failed, holds_config, is_finished, run_names
 from text3d.app.schema import Text3DConfig
 from text3d.errors import UserError
-from text3d.io import atomic_path
+from text3d.io import atomic_path, is_temp_file
+from text3d.prompt.processor import shorten
+
+log = logging.getLogger(__name__)
 
 OBJ_PARTS = ("model.obj", "model.mtl", "model.png")
+_MAX_NAME = 255  # the longest file name most file systems take
 OBJ_BUNDLE = "model-obj.zip"
 
 
@@ -19,14 +24,14 @@ def choose_run_dir(root: Path, config: Text3DConfig) -> tuple[Path, bool]:
     """Where a job writes, and whether it resumes: ``<prompt-slug>-<seed>``, or ``…-2``, ``…-3`` once taken.
 
     A stopped (unfinished) run of the very same config is resumed, so Cancel then Generate continues from the
-    checkpoint; a finished run or a different config is never touched. User text reaches the path only
-    through :func:`slugify`.
+    checkpoint; a finished run, a run that failed (it would fail again) or a different config is never touched.
+    User text reaches the path only through :func:`slugify`.
     """
     for name in run_names(config):
         path = root / name
         if not (path / "config.yaml").exists():
             return path, False
-        if not is_finished(path) and holds_config(path, config):
+        if not is_finished(path) and not failed(path) and holds_config(path, config):
             return path, True
     raise AssertionError("unreachable: run_names never ends")
 
@@ -34,12 +39,17 @@ def choose_run_dir(root: Path, config: Text3DConfig) -> tuple[Path, bool]:
 def resolve_run(root: Path, name: str) -> Path:
     """The run called ``name`` under ``root``, or a UserError unless it is a direct child of ``root`` (after
     resolving links) holding a run's ``config.yaml``: a name from a browser is never trusted as a path."""
-    if not name or name in (".", "..") or any(c in name for c in "/\\\0"):
-        raise UserError(f"no run named {name!r}")
+    shown = shorten(name, 60)
+    if not name or name in (".", "..") or any(c in name for c in "/\\\0") or len(name) > _MAX_NAME:
+        raise UserError(f"no run named {shown!r}")
     root = root.resolve()
-    path = (root / name).resolve()
-    if path.parent != root or not (path / "config.yaml").is_file():
-        raise UserError(f"no run named {name!r}")
+    try:
+        path = (root / name).resolve()
+        found = path.parent == root and (path / "config.yaml").is_file()
+    except OSError:  # e.g. a name too long for the file system
+        found = False
+    if not found:
+        raise UserError(f"no run named {shown!r}")
     return path
 
 
@@ -55,7 +65,7 @@ def list_runs(root: Path, limit: int = 48) -> list[Path]:
 def obj_bundle(run: Path) -> Path | None:
     """``model-obj.zip`` (OBJ + MTL + texture) in ``run``, rebuilt atomically when older than its parts."""
     parts = [run / name for name in OBJ_PARTS]
-    if not all(p.is_file() for p in parts):
+    if not all(_file(p) is not None for p in parts):
         return None
     bundle = run / OBJ_BUNDLE
     if bundle.is_file() and bundle.stat().st_mtime >= max(p.stat().st_mtime for p in parts):
@@ -68,6 +78,10 @@ def obj_bundle(run: Path) -> Path | None:
 
 
 def _file(path: Path) -> Path | None:
+    """``path`` if it is a plain file of its run: a link (which could point anywhere) is skipped with a warning."""
+    if path.is_symlink():
+        log.warning("web UI: not serving %s: it is a symbolic link", path)
+        return None
     return path if path.is_file() else None
 
 
@@ -85,7 +99,8 @@ class RunView:
 
     @classmethod
     def of(cls, run: Path) -> RunView:
-        previews = sorted((run / "previews").glob("*.png"), key=lambda p: p.stat().st_mtime)
+        previews = [p for p in (run / "previews").glob("*.png") if not is_temp_file(p) and _file(p) is not None]
+        previews.sort(key=lambda p: p.stat().st_mtime)
         return cls(
             path=run,
             finished=is_finished(run),
