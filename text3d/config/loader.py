@@ -73,14 +73,18 @@ class Range:
         return self.max is None or (x < self.max if self.max_exclusive else x <= self.max)
 
     def __str__(self) -> str:
-        # :g so that Range(0) and Range(0.0) read the same: typing caches equal Annotated metadata, so either
-        # instance may be the one a schema ends up holding.
         parts = []
         if self.min is not None:
-            parts.append(f"{'>' if self.min_exclusive else '>='} {self.min:g}")
+            parts.append(f"{'>' if self.min_exclusive else '>='} {_bound(self.min)}")
         if self.max is not None:
-            parts.append(f"{'<' if self.max_exclusive else '<='} {self.max:g}")
+            parts.append(f"{'<' if self.max_exclusive else '<='} {_bound(self.max)}")
         return " and ".join(parts) or "any number"
+
+
+def _bound(value: float) -> str:
+    # Whole numbers exactly (2**63 - 1 is no 9.22e+18), so that Range(0) and Range(0.0) read the same: typing caches
+    # equal Annotated metadata, so either instance may be the one a schema ends up holding.
+    return str(int(value)) if float(value).is_integer() and abs(value) < 2**64 else f"{value:g}"
 
 
 class Layer(dict):
