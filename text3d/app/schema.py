@@ -1,21 +1,17 @@
 """The full configuration of a text3d run: every module's config section, assembled (the schema of presets and
-of `text3d config --keys`)."""
+of `text3d config --keys`). It imports only the packages' ``config`` modules, plain dataclasses, so that a config
+is built and checked before torch is imported."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
-from text3d.config.loader import Range
-from text3d.export.isosurface import IsosurfaceConfig
-from text3d.export.mesh_files import TextureExportConfig
-from text3d.guide.reconstruction import ReconstructionGuideConfig
-from text3d.guide.sds import SDSConfig
-from text3d.prompt.processor import PromptConfig
-from text3d.stage.coarse import CoarseConfig
-from text3d.stage.geometry import GeometryConfig
-from text3d.stage.texture import TextureConfig
-from text3d.stage.trainer import TrainerConfig
+from text3d.config import Range
+from text3d.export.config import IsosurfaceConfig, TextureExportConfig
+from text3d.guide.config import ReconstructionGuideConfig, SDSConfig
+from text3d.prompt.config import PromptConfig
+from text3d.stage.config import CoarseConfig, GeometryConfig, TextureConfig, TrainerConfig
 
 
 @dataclass

@@ -3,29 +3,17 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
 
 import numpy as np
 import torch
 import trimesh
 
-from text3d.config import Range
+from text3d.export.config import IsosurfaceConfig
 from text3d.field.base import surface_level
 from text3d.io import atomic_path
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class IsosurfaceConfig:
-    """Marching cubes on the coarse field's density."""
-
-    resolution: Annotated[int, Range(16, 512)] = 128
-    """Grid samples per axis over the scene cube."""
-    threshold: Annotated[float, Range(0.0, min_exclusive=True)] = 10.0
-    """Density iso-level of the surface."""
 
 
 @torch.no_grad()

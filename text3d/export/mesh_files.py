@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
 
 import numpy as np
 import PIL.Image
@@ -14,31 +13,12 @@ import trimesh
 from torch import Tensor
 from trimesh.visual.material import PBRMaterial, SimpleMaterial
 
-from text3d.config import Range
 from text3d.export.bake import bake_texture
+from text3d.export.config import TextureExportConfig
 from text3d.export.uv import unwrap
 from text3d.io import atomic_open
 from text3d.renderer.rasterizer import Backend
 
-MeshFormat = Literal["glb", "obj"]
-
-
-@dataclass
-class TextureExportConfig:
-    """UV unwrapping, texture baking and the textured mesh files."""
-
-    texture_size: Annotated[int, Range(64, 8192)] = 1024
-    """Side of the baked texture in texels."""
-    padding: Annotated[int, Range(0, 64)] = 4
-    """Texels between charts in the atlas, and texels the baked charts are grown by so seams don't bleed."""
-    max_faces: Annotated[int, Range(100, 10_000_000)] = 100_000
-    """Meshes above this face count are decimated to it before UV unwrapping."""
-    timeout: Annotated[float, Range(0.0, min_exclusive=True)] = 300.0
-    """Seconds xatlas may take (it runs in a child process) before the export stops with an error."""
-    roughness: Annotated[float, Range(0.0, 1.0)] = 0.9
-    """glTF roughness factor: baked albedo has no specular information, so mostly matte (metallic is 0)."""
-    formats: tuple[MeshFormat, ...] = ("glb", "obj")
-    """Files to write: glb (one binary glTF), obj (OBJ + MTL + PNG)."""
 
 
 @dataclass

@@ -3,53 +3,16 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Annotated, Literal
 
 import torch
 from torch import Tensor, nn
 
 from text3d import kernels
 from text3d.backends import select_backend
-from text3d.config import Range
+from text3d.field.config import HashGridConfig
 
 # Instant-NGP's spatial-hash primes; the first is 1 so x stays coherent in memory.
 _PRIMES = (1, 2654435761, 805459861)
-
-
-@dataclass
-class HashGridConfig:
-    """Multiresolution hash grid (defaults: Instant-NGP / threestudio)."""
-
-    n_levels: Annotated[int, Range(1, 32)] = 16
-    """Number of resolution levels."""
-    features_per_level: Annotated[int, Range(1, 8)] = 2
-    """Feature channels stored per level."""
-    log2_hashmap_size: Annotated[int, Range(4, 24)] = 19
-    """log2 of the number of table entries per level."""
-    base_resolution: Annotated[int, Range(2, 1 << 16)] = 16
-    """Grid resolution of the coarsest level."""
-    max_resolution: Annotated[int, Range(2, 1 << 16)] = 2048
-    """Grid resolution of the finest level (the per-level scale is derived from it)."""
-    init_scale: Annotated[float, Range(0.0)] = 1e-4
-    """Table entries start uniform in [-init_scale, init_scale]."""
-    backend: Literal["auto", "torch", "cuda", "tcnn"] = "auto"
-    """'torch' (reference, any device), 'cuda' (text3d's kernels, same table), 'tcnn' (tiny-cuda-nn, its own
-    parameters), or 'auto' (on CUDA the first that runs of cuda, tcnn, torch)."""
-
-    def validate(self) -> None:
-        if self.max_resolution < self.base_resolution:
-            raise ValueError("max_resolution must be >= base_resolution")
-
-    @property
-    def per_level_scale(self) -> float:
-        if self.n_levels == 1:
-            return 1.0
-        return math.exp(math.log(self.max_resolution / self.base_resolution) / (self.n_levels - 1))
-
-    @property
-    def output_dim(self) -> int:
-        return self.n_levels * self.features_per_level
 
 
 def level_resolutions(config: HashGridConfig) -> list[int]:

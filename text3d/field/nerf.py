@@ -2,35 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Annotated, Literal
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from text3d.config import Range
-from text3d.field.hashgrid import HashGridConfig, HashGridEncoding
-
-
-@dataclass
-class FieldConfig:
-    """Hash-grid NeRF: density and view-independent albedo inside a cube of half-size ``radius``."""
-
-    encoding: HashGridConfig = field(default_factory=HashGridConfig)
-    """Hash-grid encoding of positions."""
-    radius: Annotated[float, Range(0.0, min_exclusive=True)] = 1.0
-    """Half-size of the axis-aligned scene cube [-radius, radius]^3."""
-    hidden_dim: Annotated[int, Range(8, 512)] = 64
-    """Width of the MLP's hidden layers."""
-    hidden_layers: Annotated[int, Range(0, 8)] = 1
-    """Number of hidden layers of the MLP."""
-    density_activation: Literal["softplus", "exp"] = "softplus"
-    """Activation of the raw density: shifted softplus (softplus(x - 1)) or truncated exp."""
-    blob_density: Annotated[float, Range(0.0)] = 10.0
-    """Magic3D 'blob' bias: density added at the centre, falling linearly to 0 at blob_radius (0 disables)."""
-    blob_radius: Annotated[float, Range(0.0, min_exclusive=True)] = 0.5
-    """Radius at which the blob bias reaches zero (it is negative beyond)."""
+from text3d.field.config import FieldConfig
+from text3d.field.hashgrid import HashGridEncoding
 
 
 class _TruncExp(torch.autograd.Function):

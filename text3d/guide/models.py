@@ -42,6 +42,7 @@ from huggingface_hub.errors import (
 from torch import Tensor
 
 from text3d.errors import UserError
+from text3d.guide.config import ModelConfig
 
 if TYPE_CHECKING:  # diffusers and transformers take seconds to import: only when a model is loaded
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
@@ -57,25 +58,6 @@ _HTTP_MODULES = ("httpx", "httpcore", "requests", "urllib3")
 _NETWORK_WORDS = ("Connect", "Timeout", "Network", "Proxy")
 # Where the files come from: a local folder, the hub cache (offline by choice, or the hub is unreachable), the hub.
 _Origin = Literal["folder", "offline", "unreachable", "hub"]
-
-
-@dataclass
-class ModelConfig:
-    """Which text-to-image diffusion model a guide loads, and how."""
-
-    model: str = "stabilityai/stable-diffusion-2-1-base"
-    """Hugging Face hub id (org/name), local folder in diffusers' layout (unet/, text_encoder/, ...), or text3d-toy
-    (the bundled toy model)."""
-    revision: str | None = None
-    """Hub branch, tag or commit to load (None: main); ignored for local folders."""
-    local_files_only: bool | None = None
-    """Never touch the network, use the local cache only (None: follow the HF_HUB_OFFLINE environment variable)."""
-    dtype: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
-    """Weight dtype of the frozen model ('auto': fp16 on CUDA, fp32 on CPU)."""
-    channels_last: bool = True
-    """Store UNet and VAE weights channels-last (faster convolutions on CUDA; ignored elsewhere)."""
-    compile: bool = False
-    """torch.compile the UNet (CUDA only; slow first step)."""
 
 
 @dataclass

@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Annotated, Literal
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from text3d.config import Range
 from text3d.data.nerf_synthetic import ViewSet
+from text3d.guide.config import ReconstructionGuideConfig
 from text3d.renderer.cameras import Cameras
-
-
-@dataclass
-class ReconstructionGuideConfig:
-    """Photometric + mask losses against a dataset's training views."""
-
-    lambda_rgb: Annotated[float, Range(0.0)] = 1.0
-    """Weight of the colour loss (renders vs. references composited on the render background)."""
-    lambda_mask: Annotated[float, Range(0.0)] = 0.1
-    """Weight of the mask loss (rendered opacity vs. reference alpha)."""
-    loss: Literal["mse", "huber"] = "mse"
-    """Colour loss: mean squared error or Huber (smooth L1 with delta 0.1)."""
 
 
 class ReconstructionGuide:

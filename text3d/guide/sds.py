@@ -10,49 +10,15 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from text3d.config import Range
-from text3d.guide.models import DiffusionModel, ModelConfig
+from text3d.guide.config import SDSConfig
+from text3d.guide.models import DiffusionModel
 from text3d.prompt.processor import PromptProcessor, perpendicular_component
 from text3d.renderer.cameras import Cameras
-
-
-@dataclass
-class SDSConfig:
-    """Score distillation with a text-to-image diffusion model."""
-
-    kind: Literal["latent", "pixel"] = "latent"
-    """'latent': Stable-Diffusion-style model with a VAE; 'pixel': pixel-space model (DeepFloyd IF stage I, toy)."""
-    model: ModelConfig = field(default_factory=ModelConfig)
-    """Which diffusion model to load, and how."""
-    resolution: Annotated[int, Range(8, 1024)] = 512
-    """Renders are resized to this before encoding (latent: VAE input, 512 for SD; pixel: 64 for IF)."""
-    guidance_scale: Annotated[float, Range(0.0)] = 100.0
-    """Classifier-free guidance scale (DreamFusion uses 100)."""
-    weighting: Literal["sds", "uniform", "snr"] = "sds"
-    """w(t): 'sds' = 1 - alpha_bar(t) (DreamFusion), 'uniform' = 1, 'snr' = sqrt(alpha_bar) * sqrt(1 - alpha_bar)."""
-    min_t: Annotated[float, Range(0.0, 1.0)] = 0.02
-    """Smallest timestep, as a fraction of the training timesteps."""
-    max_t: Annotated[float, Range(0.0, 1.0)] = 0.98
-    """Largest timestep at the start of training."""
-    max_t_end: Annotated[float, Range(0.0, 1.0)] = 0.98
-    """Largest timestep at the end of training (annealed from max_t; e.g. 0.5)."""
-    anneal: Literal["linear", "sqrt"] = "linear"
-    """Shape of the max-timestep schedule from max_t to max_t_end over the stage's steps."""
-    grad_clip: Annotated[float, Range(0.0)] = 0.0
-    """Clamp each element of the SDS gradient to [-grad_clip, grad_clip] (0 disables)."""
-    lambda_sds: Annotated[float, Range(0.0)] = 1.0
-    """Weight of the SDS loss."""
-
-    def validate(self) -> None:
-        if not self.min_t < self.max_t or not self.min_t < self.max_t_end:
-            raise ValueError("min_t must be below max_t and max_t_end")
 
 
 class SDSGuide(ABC):

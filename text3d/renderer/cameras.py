@@ -12,12 +12,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
 
 import torch
 from torch import Tensor
 
-from text3d.config import Range
+from text3d.renderer.config import CameraConfig
 
 
 @dataclass
@@ -164,44 +163,6 @@ def spherical_cameras(
         dim=-1,
     )
     return Cameras(look_at(eye), torch.deg2rad(fov_y), height, width)
-
-
-@dataclass
-class CameraConfig:
-    """Random training views and the evaluation orbit (threestudio-like defaults)."""
-
-    height: Annotated[int, Range(1, 8192)] = 64
-    """Rendered image height in pixels."""
-    width: Annotated[int, Range(1, 8192)] = 64
-    """Rendered image width in pixels."""
-    batch_size: Annotated[int, Range(1, 256)] = 1
-    """Views rendered per training step."""
-    azimuth_range: Annotated[tuple[float, float], Range(-360.0, 360.0)] = (-180.0, 180.0)
-    """Training azimuth range, degrees."""
-    elevation_range: Annotated[tuple[float, float], Range(-90.0, 90.0)] = (-10.0, 45.0)
-    """Training elevation range, degrees."""
-    distance_range: Annotated[tuple[float, float], Range(0.0, 1000.0, min_exclusive=True)] = (1.5, 2.0)
-    """Training camera distance from the origin, scene units."""
-    fov_range: Annotated[tuple[float, float], Range(0.0, 180.0, min_exclusive=True, max_exclusive=True)] = (40.0, 70.0)
-    """Training vertical field of view, degrees."""
-    eval_views: Annotated[int, Range(1, 360)] = 8
-    """Number of views on the evaluation orbit (previews, turntable)."""
-    eval_elevation: Annotated[float, Range(-90.0, 90.0)] = 15.0
-    """Elevation of the evaluation orbit, degrees."""
-    eval_distance: Annotated[float, Range(0.0, 1000.0, min_exclusive=True)] = 1.75
-    """Distance of the evaluation orbit."""
-    eval_fov: Annotated[float, Range(0.0, 180.0, min_exclusive=True, max_exclusive=True)] = 55.0
-    """Vertical field of view of the evaluation orbit, degrees."""
-
-    def validate(self) -> None:
-        for name in ("azimuth_range", "elevation_range", "distance_range", "fov_range"):
-            lo, hi = getattr(self, name)
-            if lo > hi:
-                raise ValueError(f"{name} has min {lo} > max {hi}")
-        if not (0 < self.fov_range[0] and self.fov_range[1] < 180 and 0 < self.eval_fov < 180):
-            raise ValueError("fields of view must be in (0, 180) degrees")
-        if self.distance_range[0] <= 0 or self.eval_distance <= 0:
-            raise ValueError("camera distances must be > 0")
 
 
 ViewSampler = Callable[[torch.Generator], Cameras]

@@ -4,34 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from text3d.config import Range
+from text3d.renderer.config import OccupancyConfig
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class OccupancyConfig:
-    """Occupancy grid updated from the field's density during training (pure torch)."""
-
-    enabled: bool = True
-    """Skip samples in empty cells."""
-    resolution: Annotated[int, Range(4, 256)] = 64
-    """Cells per axis over the scene cube."""
-    update_every: Annotated[int, Range(1, 1_000_000)] = 16
-    """Training steps between grid updates."""
-    warmup_steps: Annotated[int, Range(0, 1_000_000)] = 64
-    """Steps before the first update; until then every cell counts as occupied."""
-    threshold: Annotated[float, Range(0.0, 1.0)] = 0.01
-    """A cell is occupied when its density gives at least this opacity over one render step."""
-    decay: Annotated[float, Range(0.0, 1.0)] = 0.95
-    """Per-update decay of the running max density, so cells can become empty again."""
 
 
 class OccupancyGrid(nn.Module):

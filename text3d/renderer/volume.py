@@ -2,54 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
 from text3d import kernels
 from text3d.backends import select_backend
-from text3d.config import Range
 from text3d.field.base import Field
 from text3d.renderer.cameras import Cameras
 from text3d.renderer.compositing import pack_info, render_weight_from_density
-from text3d.renderer.occupancy import OccupancyConfig, OccupancyGrid
+from text3d.renderer.config import RendererConfig
+from text3d.renderer.occupancy import OccupancyGrid
 
 Shading = Literal["albedo", "lambertian", "textureless"]
-
-
-@dataclass
-class RendererConfig:
-    """Volume renderer: sampling, background and shading."""
-
-    num_samples: Annotated[int, Range(2, 2048)] = 64
-    """Stratified samples per ray across the scene cube."""
-    perturb: bool = True
-    """Jitter samples within their strata during training (evaluation always uses strata midpoints)."""
-    chunk_rays: Annotated[int, Range(1, 1 << 24)] = 16384
-    """Rays per chunk when rendering without gradients (bounds memory of large previews)."""
-    background: Literal["solid", "mlp"] = "solid"
-    """Background behind the object: a solid colour or a small MLP of the view direction."""
-    background_color: Annotated[tuple[float, float, float], Range(0.0, 1.0)] = (1.0, 1.0, 1.0)
-    """Solid background colour (RGB in [0, 1])."""
-    shading: Literal["albedo", "lambertian", "textureless", "random"] = "albedo"
-    """Shading during training; 'random' draws one mode per step from shading_probs."""
-    shading_probs: Annotated[tuple[float, float, float], Range(0.0)] = (0.2, 0.4, 0.4)
-    """Probabilities of albedo / lambertian / textureless when shading is 'random'."""
-    ambient: Annotated[float, Range(0.0, 1.0)] = 0.1
-    """Ambient light fraction for lambertian and textureless shading."""
-    occupancy: OccupancyConfig = field(default_factory=OccupancyConfig)
-    """Space skipping."""
-    backend: Literal["auto", "torch", "cuda"] = "auto"
-    """Alpha compositing: 'torch' (dense, any device), 'cuda' (text3d's kernel over occupied samples only), or
-    'auto' (cuda on a CUDA device when it builds)."""
-
-    def validate(self) -> None:
-        if any(not 0.0 <= c <= 1.0 for c in self.background_color):
-            raise ValueError("background_color values must be in [0, 1]")
-        if any(p < 0 for p in self.shading_probs) or sum(self.shading_probs) <= 0:
-            raise ValueError("shading_probs must be non-negative with a positive sum")
 
 
 class BackgroundMLP(nn.Module):

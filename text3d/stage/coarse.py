@@ -2,52 +2,19 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Annotated
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from text3d.config import Range
-from text3d.field.nerf import FieldConfig, HashGridField
+from text3d.field.nerf import HashGridField
 from text3d.guide.base import Guide
-from text3d.renderer.cameras import CameraConfig, Cameras, ViewSampler
+from text3d.renderer.cameras import Cameras, ViewSampler
 from text3d.renderer.lighting import random_light_dirs
-from text3d.renderer.volume import RendererConfig, VolumeRenderer
+from text3d.renderer.volume import VolumeRenderer
 from text3d.stage.base import GuidedStage
-
-
-@dataclass
-class CoarseConfig:
-    """The coarse NeRF stage."""
-
-    enabled: bool = True
-    """Train this stage; when false it trains nothing and loads its last checkpoint, which the run must then have
-    (the same rule for every stage, see text3d.app.chain)."""
-    max_steps: Annotated[int, Range(0, 1_000_000)] = 10000
-    """Optimisation steps."""
-    guidance_scale: Annotated[float, Range(0.0)] | None = None
-    """Classifier-free guidance scale of this stage's SDS (None: guide.sds.guidance_scale)."""
-    lr_encoding: Annotated[float, Range(0.0, min_exclusive=True)] = 0.01
-    """Learning rate of the hash-grid table."""
-    lr_network: Annotated[float, Range(0.0, min_exclusive=True)] = 0.001
-    """Learning rate of the MLP and the background."""
-    lambda_orientation: Annotated[float, Range(0.0)] = 0.0
-    """Weight of the orientation loss (normals facing away from the camera; computes normals)."""
-    lambda_opacity: Annotated[float, Range(0.0)] = 0.0
-    """Weight of the opacity sparsity loss (mean rendered opacity)."""
-    lambda_opacity_entropy: Annotated[float, Range(0.0)] = 0.0
-    """Weight of the opacity entropy loss (pushes each pixel's opacity towards 0 or 1)."""
-    # `field` is also the key's name, hence dataclasses.field below.
-    field: FieldConfig = dataclasses.field(default_factory=FieldConfig)
-    """The radiance field."""
-    renderer: RendererConfig = dataclasses.field(default_factory=RendererConfig)
-    """The volume renderer."""
-    camera: CameraConfig = dataclasses.field(default_factory=CameraConfig)
-    """Random training views and the evaluation orbit."""
+from text3d.stage.config import CoarseConfig
 
 
 class CoarseStage(GuidedStage):

@@ -2,66 +2,23 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Annotated, Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from text3d.config import Range
 from text3d.errors import TrainingError
 from text3d.field.base import surface_level
 from text3d.geometry.marching_tets import marching_tets
 from text3d.geometry.regularizers import laplacian_loss, normal_consistency_loss
 from text3d.geometry.tets import tet_grid
 from text3d.guide.base import Guide
-from text3d.renderer.cameras import CameraConfig, Cameras, ViewSampler
-from text3d.renderer.mesh import Mesh, MeshRenderer
+from text3d.renderer.cameras import Cameras, ViewSampler
 from text3d.renderer.lighting import random_light_dirs
+from text3d.renderer.mesh import Mesh, MeshRenderer
 from text3d.stage.base import GuidedStage
-
-ShadingChoice = Literal["albedo", "lambertian", "textureless", "normal", "random"]
-MESH_SHADINGS = ("albedo", "lambertian", "textureless", "normal")
-
-
-@dataclass
-class GeometryConfig:
-    """DMTet geometry refinement."""
-
-    enabled: bool = True
-    """Train this stage; when false it trains nothing and loads its last checkpoint if the run has one, else the
-    coarse surface passes on as it is."""
-    max_steps: Annotated[int, Range(0, 1_000_000)] = 3000
-    """Optimisation steps."""
-    guidance_scale: Annotated[float, Range(0.0)] | None = None
-    """Classifier-free guidance scale of this stage's SDS (None: guide.sds.guidance_scale)."""
-    tet_resolution: Annotated[int, Range(4, 192)] = 128
-    """Cubes per axis of the tetrahedral grid (each split into 6 tetrahedra)."""
-    iso_level: Annotated[float, Range(0.0, min_exclusive=True)] = 10.0
-    """Density of the coarse field taken as the initial surface."""
-    lr_sdf: Annotated[float, Range(0.0, min_exclusive=True)] = 1e-3
-    """Learning rate of the per-vertex SDF."""
-    lr_deform: Annotated[float, Range(0.0, min_exclusive=True)] = 1e-3
-    """Learning rate of the per-vertex deformation."""
-    deform_scale: Annotated[float, Range(0.0, 1.0)] = 0.25
-    """Largest vertex deformation, in grid cells (larger can invert the thin Kuhn tetrahedra)."""
-    shading: ShadingChoice = "random"
-    """Shading of training renders; 'random' draws albedo/lambertian/textureless/normal with shading_probs."""
-    shading_probs: Annotated[tuple[float, float, float, float], Range(0.0)] = (0.25, 0.25, 0.25, 0.25)
-    """Probabilities of albedo / lambertian / textureless / normal when shading is 'random'."""
-    lambda_normal_consistency: Annotated[float, Range(0.0)] = 0.1
-    """Weight of the normal-consistency regulariser (smooth surfaces)."""
-    lambda_laplacian: Annotated[float, Range(0.0)] = 0.0
-    """Weight of the uniform Laplacian regulariser."""
-    camera: CameraConfig = dataclasses.field(default_factory=lambda: CameraConfig(height=512, width=512))
-    """Training views (random views for SDS; reconstruction uses the dataset's)."""
-
-    def validate(self) -> None:
-        if any(p < 0 for p in self.shading_probs) or sum(self.shading_probs) <= 0:
-            raise ValueError("shading_probs must be non-negative with a positive sum")
+from text3d.stage.config import MESH_SHADINGS, GeometryConfig
 
 
 class DMTet(nn.Module):

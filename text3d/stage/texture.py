@@ -2,45 +2,19 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Annotated, Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from text3d.config import Range
 from text3d.field.nerf import HashGridField
 from text3d.guide.base import Guide
-from text3d.renderer.cameras import CameraConfig, Cameras, ViewSampler
-from text3d.renderer.mesh import Mesh, MeshRenderer
+from text3d.renderer.cameras import Cameras, ViewSampler
 from text3d.renderer.lighting import random_light_dirs
+from text3d.renderer.mesh import Mesh, MeshRenderer
 from text3d.stage.base import GuidedStage
-
-
-@dataclass
-class TextureConfig:
-    """Albedo refinement on the frozen mesh."""
-
-    enabled: bool = True
-    """Train this stage; when false it trains nothing and loads its last checkpoint if the run has one, else the
-    coarse field's albedo is baked as it is."""
-    max_steps: Annotated[int, Range(0, 1_000_000)] = 2000
-    """Optimisation steps."""
-    guidance_scale: Annotated[float, Range(0.0)] | None = None
-    """Classifier-free guidance scale of this stage's SDS (None: guide.sds.guidance_scale)."""
-    lr_encoding: Annotated[float, Range(0.0, min_exclusive=True)] = 0.01
-    """Learning rate of the albedo field's hash grid."""
-    lr_network: Annotated[float, Range(0.0, min_exclusive=True)] = 0.001
-    """Learning rate of the albedo field's MLP."""
-    shading: Literal["albedo", "lambertian", "random"] = "random"
-    """Shading of training renders; 'random' draws albedo or lambertian with shading_probs."""
-    shading_probs: Annotated[tuple[float, float], Range(0.0)] = (0.5, 0.5)
-    """Probabilities of albedo / lambertian when shading is 'random'."""
-    camera: CameraConfig = dataclasses.field(default_factory=lambda: CameraConfig(height=512, width=512))
-    """Training views (random views for SDS; reconstruction uses the dataset's)."""
+from text3d.stage.config import TextureConfig
 
 
 class TextureStage(GuidedStage):

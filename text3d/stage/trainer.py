@@ -9,7 +9,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -17,31 +17,11 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from torch import Tensor, nn
 
-from text3d.config import Range
 from text3d.errors import TrainingError, UserError
 from text3d.io import atomic_path, write_image
+from text3d.stage.config import TrainerConfig
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainerConfig:
-    """Settings shared by every stage's optimisation loop."""
-
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    """Where to run: 'auto' picks CUDA when available."""
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
-    """Autocast precision for the forward pass (accelerate); 'fp16' also scales the loss."""
-    grad_clip: Annotated[float, Range(0.0)] = 0.0
-    """Clip the global gradient norm to this value (0 disables)."""
-    log_every: Annotated[int, Range(1, 1_000_000)] = 10
-    """Steps between progress updates (losses are read back from the device only then)."""
-    preview_every: Annotated[int, Range(0, 1_000_000)] = 200
-    """Steps between preview images (0 disables)."""
-    checkpoint_every: Annotated[int, Range(0, 1_000_000)] = 200
-    """Steps between checkpoints (0: only when the stage ends or stops)."""
-    keep_checkpoints: Annotated[int, Range(1, 1000)] = 2
-    """Checkpoints kept per stage; older ones are deleted once a newer one is safely on disk."""
 
 
 @dataclass
