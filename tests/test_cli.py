@@ -3,6 +3,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import trimesh
@@ -13,6 +14,7 @@ from text3d.cli import main
 from text3d.config import field_docs
 
 TINY = "tiny-test"  # found in the repo's configs/
+REPO = Path(__file__).resolve().parent.parent
 
 
 def run(argv, capsys):
@@ -138,3 +140,26 @@ def test_quiet_generate_prints_no_library_progress_bars(tmp_path):
     result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0, result.stderr[-2000:]
     assert "it/s]" not in result.stderr and "Loading weights" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["generate", "a red cube", "coarse.max_step=3"],
+        ["generate", "a red cube", "--seed", "-1"],
+        ["generate", "a pink dog"],
+        ["reconstruct", "examples/toy", "--preset", "nope"],
+        ["batch", "no-such-prompts.txt"],
+        ["config", "coarse.max_step=3"],
+        ["ui", "--max-queue", "0"],
+    ],
+)
+def test_mistakes_answer_before_torch_is_imported(argv):
+    """Arguments and configs are checked first: a mistake never waits for torch (benchmarks/first_error.py times
+    it)."""
+    code = ("import sys; from text3d.cli import main; code = main(sys.argv[1:]); "
+            "heavy = [m for m in ('torch', 'diffusers', 'transformers', 'gradio', 'accelerate') if m in sys.modules]; "
+            "print(code, heavy)")
+    result = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=REPO)
+    assert result.stdout.strip().splitlines()[-1] == "2 []", result.stdout + result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("text3d: error: ")

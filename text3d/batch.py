@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 
 from text3d.app.arguments import path_argument
-from text3d.app.batch import run_batch
+from text3d.app.batch_plan import plan_batch
 from text3d.app.presets import GPU_PRESET, TOY_PRESET, generation_preset
 from text3d.app.prompt_files import parse_prompt_file
 from text3d.app.run_dir import DEFAULT_OUTPUT_ROOT, slugify
@@ -45,14 +46,18 @@ def add_batch_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
 
 def cmd_batch(args: argparse.Namespace) -> int:
     items, errors = parse_prompt_file(args.prompts)  # every bad line is reported, with the configs', in one pass
+    out_root = args.out_root or DEFAULT_OUTPUT_ROOT / slugify(args.prompts.stem)
+    plan = partial(plan_batch, items, out_root, overrides=args.overrides, model=args.model, resume=args.resume,
+                   source=str(args.prompts), errors=errors)
+    if args.preset is None:
+        plan(None)  # bad lines and options answer before torch is imported to choose the preset
     preset, note = generation_preset(args.preset, args.model)
     if note:
         print(note, file=sys.stderr)
-    out_root = args.out_root or DEFAULT_OUTPUT_ROOT / slugify(args.prompts.stem)
-    result = run_batch(
-        items, out_root, preset, args.overrides, args.model, args.resume,
-        source=str(args.prompts), progress=not args.quiet, errors=errors,
-    )
+    planned = plan(preset)
+    from text3d.app.batch import run_plan  # torch, accelerate and the model stack: only for a batch that checks out
+
+    result = run_plan(planned, out_root, source=str(args.prompts), progress=not args.quiet)
     if result.rank != 0:
         # The batch's status is rank 0's: a failing exit here would make the launcher kill rank 0 before it reports.
         return 0

@@ -1,4 +1,8 @@
-"""The ``text3d`` command line: argument parsing and what is printed; every verb runs the application layer."""
+"""The ``text3d`` command line: argument parsing and what is printed; every verb runs the application layer.
+
+Arguments and configs are checked before torch, diffusers or Gradio are imported (seconds on a busy machine), so a
+mistake answers at once; each verb imports what runs the job only once its input checks out.
+"""
 
 from __future__ import annotations
 
@@ -11,17 +15,14 @@ from huggingface_hub.utils import disable_progress_bars
 
 from text3d import __version__
 from text3d.app.arguments import path_argument
-from text3d.app.chain import STAGE_NAMES
-from text3d.app.jobs import export_run, generate, reconstruct
-from text3d.app.presets import GPU_PRESET, TOY_PRESET, generation_preset, load_config
-from text3d.app.progress import TqdmCallback
+from text3d.app.presets import GPU_PRESET, TOY_PRESET, check_prompt, generation_preset, load_config
 from text3d.app.run_dir import DEFAULT_OUTPUT_ROOT, run_names
 from text3d.app.schema import Text3DConfig
 from text3d.batch import add_batch_parser, cmd_batch
 from text3d.config import Range, describe, field_range, to_yaml
-from text3d.data.synthetic import make_dataset
 from text3d.errors import TrainingError, UserError
 from text3d.io import os_reason
+from text3d.stage.config import STAGE_NAMES
 from text3d.ui.command import add_ui_parser, cmd_ui
 
 log = logging.getLogger("text3d")
@@ -109,13 +110,16 @@ def _check_overrides(overrides: list[str]) -> None:
             raise UserError(f"unexpected argument '{o}': overrides take the form KEY=VALUE")
 
 
-def _run_job(args: argparse.Namespace, job, extra: list[tuple[str, object]], name: str | None = None) -> int:
+def _run_job(args: argparse.Namespace, verb: str, extra: list[tuple[str, object]], name: str | None = None) -> int:
     """Shared by the training verbs: config from preset + options + overrides, run directory, progress bar."""
-    _check_overrides(args.overrides)
-    if args.seed is not None:
-        extra.append(("seed", args.seed))
     config = load_config(args.preset, args.overrides, extra)
+    if verb == "generate":
+        check_prompt(config)
     out = args.out or DEFAULT_OUTPUT_ROOT / next(run_names(config, name))
+    from text3d.app import jobs  # torch and the model stack: only for a config that checks out
+    from text3d.app.progress import TqdmCallback
+
+    job = {"reconstruct": jobs.reconstruct, "generate": jobs.generate}[verb]
     result = job(config, out, resume=args.resume, callbacks=[] if args.quiet else [TqdmCallback()])
     if result.stopped:
         print(f"stopped; continue with: text3d {args.command} ... --out {out} --resume")
@@ -126,8 +130,15 @@ def _run_job(args: argparse.Namespace, job, extra: list[tuple[str, object]], nam
     return 0
 
 
+def _options(args: argparse.Namespace, extra: list[tuple[str, object]]) -> list[tuple[str, object]]:
+    """The command-line options as config layers, after a first check of the KEY=VALUE overrides."""
+    _check_overrides(args.overrides)
+    return [*extra, *([("seed", args.seed)] if args.seed is not None else [])]
+
+
 def cmd_reconstruct(args: argparse.Namespace) -> int:
-    return _run_job(args, reconstruct, [("data.path", str(args.dataset))], name=args.dataset.resolve().name)
+    extra = _options(args, [("data.path", str(args.dataset))])
+    return _run_job(args, "reconstruct", extra, name=args.dataset.resolve().name)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -136,13 +147,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
         extra.append(("prompt.negative", args.negative))
     if args.model is not None:
         extra.append(("guide.sds.model.model", args.model))
+    extra = _options(args, extra)
+    if args.preset is None:
+        load_config(None, args.overrides, extra)  # bad options answer before torch is imported to choose the preset
     args.preset, note = generation_preset(args.preset, args.model)
     if note:
         print(note, file=sys.stderr)
-    return _run_job(args, generate, extra)
+    return _run_job(args, "generate", extra)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from text3d.app.jobs import export_run  # torch: only once the arguments are read
+
     result = export_run(args.run_dir, args.from_stage)
     print(f"wrote {', '.join(result.metrics['export']['files'])} in {args.run_dir}")
     return 0
@@ -160,6 +176,8 @@ def cmd_make_dataset(args: argparse.Namespace) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot write {args.out}: {os_reason(e)}") from None
+    from text3d.data.synthetic import make_dataset  # torch: only once the arguments are checked
+
     path = make_dataset(args.out, args.object, args.train_views, args.test_views, args.resolution, args.seed)
     print(f"wrote {path}")
     return 0

@@ -1,12 +1,9 @@
 """Batch runs: every prompt of a prompt file into its own run directory, with a manifest; resumable, and shared
 between processes.
 
-Each item's config: defaults <- preset <- ``--model`` and the prompt <- the batch's ``KEY=VALUE`` overrides <- the
-line's ``seed``, ``negative`` and overrides. Every config is built before anything runs.
-
-Runs go to ``<out_root>/<prompt-slug>-<seed>/``. A name already used by an earlier item, or holding a run with a
-different config, gets ``-2``, ``-3``, ...: the same file and command always map to the same directories, so a
-re-run skips finished runs and resumes unfinished ones. ``<out_root>/manifest.jsonl`` has one record per item.
+Every item's config and run directory are planned (:mod:`text3d.app.batch_plan`) before anything runs; a re-run of
+the same file and command skips finished runs and resumes unfinished ones. ``<out_root>/manifest.jsonl`` has one
+record per item.
 
 Several processes (``accelerate launch --multi_gpu --num_processes N -m text3d batch ...``; on a CPU too, where
 ``--multi_gpu`` is still what makes accelerate start N processes, gloo between them) share the items round-robin by
@@ -35,13 +32,13 @@ import torch
 from accelerate import PartialState
 from tqdm import tqdm
 
-from text3d.app.jobs import check_prompt, generate
-from text3d.app.presets import GPU_PRESET, load_config
+from text3d.app.batch_plan import PlannedRun, plan_batch
+from text3d.app.jobs import generate
+from text3d.app.presets import GPU_PRESET
 from text3d.app.progress import TqdmCallback
-from text3d.app.prompt_files import BatchItem, error_listing
-from text3d.app.run_dir import holds_config, is_finished, run_names
+from text3d.app.prompt_files import BatchItem
+from text3d.app.run_dir import is_finished
 from text3d.app.schema import Text3DConfig
-from text3d.config import to_yaml
 from text3d.errors import TrainingError, UserError
 from text3d.io import write_text
 from text3d.stage.trainer import Callback
@@ -52,81 +49,6 @@ MANIFEST = "manifest.jsonl"
 # Ranks meet at the final barrier as far apart as their shares' run times differ (hours on a GPU); the gloo and
 # NCCL default of 10-30 minutes would abort a healthy batch.
 _BARRIER_TIMEOUT = timedelta(days=7)
-
-
-@dataclass(frozen=True)
-class PlannedRun:
-    """An item with its resolved config and run directory."""
-
-    index: int
-    item: BatchItem
-    config: Text3DConfig
-    run_dir: Path
-
-
-def plan_batch(
-    items: Sequence[BatchItem],
-    out_root: Path,
-    preset: str | None,
-    overrides: Sequence[str] = (),
-    model: str | None = None,
-    resume: bool = True,
-    source: str = "prompts",
-    errors: Sequence[tuple[int, str]] = (),
-) -> list[PlannedRun]:
-    """Resolve every item's config and run directory; problems are a :class:`UserError` before anything runs, which
-    lists every bad line (with ``errors``, the lines that did not parse, see
-    :func:`~text3d.app.prompt_files.parse_prompt_file`).
-
-    Two items with the same resolved config are an error (``source``:line names both). Without ``resume``, a run
-    directory that already holds a run is an error.
-    """
-    extra = [("guide.sds.model.model", model)] if model is not None else []
-    load_config(preset, list(overrides), extra)  # a bad batch-wide option is reported once, not on every line
-    plan: list[PlannedRun] = []
-    bad = list(errors)
-    seen: dict[str, int] = {}
-    taken: set[str] = set()
-    for index, item in enumerate(items):
-        where = f"{source}:{item.line}"
-        line_overrides = [*overrides, *_shortcut_overrides(item), *item.overrides]
-        try:
-            config = load_config(preset, line_overrides, [*extra, ("prompt.text", item.prompt)])
-            check_prompt(config)
-        except UserError as e:
-            bad.append((item.line, f"{where}: {e}"))
-            continue
-        key = to_yaml(config)
-        if key in seen:
-            bad.append((item.line, f"{where}: same prompt, seed and overrides as line {seen[key]} (give one a seed=N)"))
-            continue
-        seen[key] = item.line
-        name = next(n for n in run_names(config) if n not in taken and _can_hold(out_root / n, config))
-        taken.add(name)
-        if not resume and (out_root / name / "config.yaml").exists():
-            bad.append((item.line, f"{where}: {out_root / name} already holds a run; drop --no-resume to continue "
-                                   "the batch"))
-            continue
-        plan.append(PlannedRun(index, item, config, out_root / name))
-    if bad:
-        raise UserError(error_listing(bad))
-    return plan
-
-
-def _shortcut_overrides(item: BatchItem) -> list[str]:
-    """``seed``/``negative`` as overrides, so that they beat the batch-wide ``KEY=VALUE`` overrides."""
-    out = [] if item.seed is None else [f"seed={item.seed}"]
-    if item.negative is not None:
-        # JSON-quoted: the loader reads a double-quoted YAML scalar, so the text arrives exactly as written.
-        out.append(f"prompt.negative={json.dumps(item.negative, ensure_ascii=False)}")
-    return out
-
-
-def _can_hold(path: Path, config: Text3DConfig) -> bool:
-    """True when ``path`` can hold this item's run: absent, without a run, or a run of the same config."""
-    if not path.exists():
-        return True
-    return path.is_dir() and (not (path / "config.yaml").exists() or holds_config(path, config))
 
 
 # --- Manifest -------------------------------------------------------------------------------------------------------
@@ -264,6 +186,18 @@ def run_batch(
     if not items and not errors:
         raise UserError("no prompts to generate")
     plan = plan_batch(items, out_root, preset, overrides, model, resume, source, errors)
+    return run_plan(plan, out_root, source, progress, callbacks, stop_event)
+
+
+def run_plan(
+    plan: Sequence[PlannedRun],
+    out_root: Path,
+    source: str = "prompts",
+    progress: bool = False,
+    callbacks: list[Callback] | None = None,
+    stop_event: threading.Event | None = None,
+) -> BatchResult:
+    """Run a batch that :func:`~text3d.app.batch_plan.plan_batch` planned (see :func:`run_batch`)."""
     state = _process_state(plan[0].config)
     rank, world = state.process_index, state.num_processes
     manifest = Manifest(out_root, plan, rank, world)

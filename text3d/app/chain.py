@@ -31,7 +31,9 @@ from text3d.renderer.mesh import Mesh, MeshRenderer
 from text3d.stage.coarse import CoarseStage
 from text3d.stage.geometry import GeometryStage
 from text3d.stage.texture import TextureStage
-from text3d.stage.trainer import Callback, CheckpointStore, Stage, Trainer, load_stage_weights
+from text3d.stage.checkpoints import CheckpointStore
+from text3d.stage.config import STAGE_NAMES
+from text3d.stage.trainer import Callback, Stage, Trainer, load_stage_weights
 
 log = logging.getLogger(__name__)
 
@@ -147,8 +149,7 @@ STAGES = (
     StageLink("geometry", _build_geometry, _hand_on_geometry, _keep_the_coarse_surface),
     StageLink("texture", _build_texture, _hand_on_texture, _bake_the_coarse_albedo),
 )
-STAGE_NAMES = tuple(link.name for link in STAGES)
-"""The stages in the order they run (and their config sections)."""
+assert tuple(link.name for link in STAGES) == STAGE_NAMES
 
 
 def last_checkpointed_stage(run_dir: Path) -> str | None:

@@ -18,7 +18,9 @@ from pathlib import Path
 import torch
 import trimesh
 
-from text3d.app.chain import STAGE_NAMES, JobContext, last_checkpointed_stage, run_stages
+from text3d.app.chain import JobContext, last_checkpointed_stage, run_stages
+from text3d.app.presets import check_prompt
+from text3d.stage.config import STAGE_NAMES
 from text3d.app.run_dir import RunDir, is_finished, saved_config
 from text3d.app.schema import Text3DConfig
 from text3d.data.nerf_synthetic import load_views
@@ -29,10 +31,10 @@ from text3d.guide.reconstruction import DatasetViewSampler, ReconstructionGuide
 from text3d.guide.sds import make_sds_guide
 from text3d.io import write_json
 from text3d.metrics import chamfer_distance
-from text3d.prompt.processor import PromptProcessor, clean_prompt
+from text3d.prompt.processor import PromptProcessor
 from text3d.renderer.cameras import CameraConfig, Cameras, CameraSampler, ViewSampler
 from text3d.stage.trainer import Callback, make_accelerator
-from text3d.toy.bundled import TOY_MODEL_DIR, check_toy_prompt, is_toy_model
+from text3d.toy.bundled import TOY_MODEL_DIR, is_toy_model
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +70,6 @@ def reconstruct(
     ctx = JobContext(config, make_accelerator(config.trainer), lambda _: guide, sample_views, lambda _: eval_cameras,
                      test)
     return _run(ctx, run_dir, resume, callbacks, stop_event)
-
-
-def check_prompt(config: Text3DConfig) -> None:
-    """Raise :class:`UserError` for a prompt the run cannot use: empty or malformed, or outside the vocabulary of
-    the bundled toy model when that is the guide."""
-    clean_prompt(config.prompt.text)
-    if is_toy_model(config.guide.sds.model.model):
-        check_toy_prompt(config.prompt.text, config.prompt.negative)
 
 
 def model_config(config: ModelConfig) -> ModelConfig:

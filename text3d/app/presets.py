@@ -1,4 +1,5 @@
-"""Presets and config assembly: which YAML a run starts from, and the run's config built in layers.
+"""Presets and config assembly: which YAML a run starts from, the run's config built in layers, and the checks a
+config gets before anything heavy is imported (this module imports no torch).
 
 Presets ship inside the package as ``text3d.presets``, which setup.py maps onto the top-level ``configs/`` folder
 (the one source of truth); any other YAML file is given by its path. A config is built from the defaults <- a
@@ -9,14 +10,15 @@ Which preset a text-to-3D run gets when none is named is decided here, once: Sta
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-import torch
-
 from text3d.app.schema import Text3DConfig
 from text3d.config import Layer, build, load_yaml, resolve_preset
+from text3d.prompt.config import clean_prompt
 from text3d.resources import shipped_folder
+from text3d.toy.bundled import check_toy_prompt, is_toy_model
 
 TOY_PRESET = "toy"
 """The bundled toy text-to-image model on a CPU (configs/toy.yaml)."""
@@ -61,11 +63,33 @@ def generation_preset(preset: str | None, model: str | None, interactive: bool =
     if preset is not None:
         return preset, None
     gpu = INTERACTIVE_GPU_PRESET if interactive else GPU_PRESET
-    if model is not None or torch.cuda.is_available():
+    if model is not None or cuda_available():
         return gpu, None
     note = (f'no CUDA device: using the bundled toy model (--preset {TOY_PRESET}; prompts "a COLOUR SHAPE"); '
             f"--preset {gpu} runs Stable Diffusion")
     return TOY_PRESET, note
+
+
+def check_prompt(config: Text3DConfig) -> None:
+    """Raise :class:`UserError` for a prompt the run cannot use: empty or malformed, or outside the vocabulary of
+    the bundled toy model when that is the guide."""
+    clean_prompt(config.prompt.text)
+    if is_toy_model(config.guide.sds.model.model):
+        check_toy_prompt(config.prompt.text, config.prompt.negative)
+
+
+def cuda_available() -> bool:
+    """Whether torch sees a CUDA device. Without a GPU driver on the machine the answer is no, at once; with one,
+    torch (seconds to import) is asked."""
+    if not any(Path(p).exists() for p in _GPU_DRIVER_FILES) and shutil.which("nvidia-smi") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+# What a CUDA (or ROCm) driver puts on a machine; torch cannot see a device without one of them.
+_GPU_DRIVER_FILES = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/kfd")
 
 
 def _nest(pairs: Iterable[tuple[str, object]]) -> dict:

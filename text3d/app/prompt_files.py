@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from text3d.errors import UserError
-from text3d.prompt.processor import clean_prompt
+from text3d.prompt.config import clean_prompt
 
 _JSONL_FIELDS = ("prompt", "seed", "negative", "overrides")
 

@@ -14,12 +14,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from text3d.app.chain import STAGE_NAMES
 from text3d.app.schema import Text3DConfig
 from text3d.config import build, diff, load_yaml, to_yaml
 from text3d.errors import UserError, WriteFailed
 from text3d.io import os_reason, remove_temp_files, write_text
-from text3d.stage.trainer import CheckpointStore
+from text3d.stage.checkpoints import CheckpointStore
+from text3d.stage.config import STAGE_NAMES
 
 log = logging.getLogger(__name__)
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated
 
 from text3d.config import Range
+from text3d.errors import UserError
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -109,3 +110,21 @@ def collapse_text(text: str) -> str:
     # Control/format characters (category C*) are invisible in a log but still tokenised: make them spaces.
     spaced = "".join(" " if unicodedata.category(ch).startswith("C") else ch for ch in text)
     return " ".join(spaced.split())
+
+
+def shorten(text: str, limit: int = 80) -> str:
+    """``text`` cut to its first ``limit`` characters and "…", for messages that echo user text."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def clean_prompt(text: str) -> str:
+    """``text`` stripped, with control characters and runs of whitespace replaced by one space.
+
+    Raises :class:`UserError` when nothing is left.
+    """
+    if not text:
+        raise UserError("prompt is empty")
+    cleaned = collapse_text(text)
+    if not cleaned:
+        raise UserError("prompt has only whitespace or control characters")
+    return cleaned

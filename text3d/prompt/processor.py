@@ -14,26 +14,8 @@ import torch
 from torch import Tensor
 
 from text3d.errors import UserError
-from text3d.prompt.config import VIEWS, PromptConfig, collapse_text
+from text3d.prompt.config import VIEWS, PromptConfig, clean_prompt, collapse_text
 from text3d.renderer.cameras import Cameras
-
-
-def shorten(text: str, limit: int = 80) -> str:
-    """``text`` cut to its first ``limit`` characters and "…", for messages that echo user text."""
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
-def clean_prompt(text: str) -> str:
-    """``text`` stripped, with control characters and runs of whitespace replaced by one space.
-
-    Raises :class:`UserError` when nothing is left.
-    """
-    if not text:
-        raise UserError("prompt is empty")
-    cleaned = collapse_text(text)
-    if not cleaned:
-        raise UserError("prompt has only whitespace or control characters")
-    return cleaned
 
 
 def check_length(text: str, tokenizer: Any, what: str = "prompt") -> None:

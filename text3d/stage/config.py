@@ -31,6 +31,10 @@ class TrainerConfig:
     """Checkpoints kept per stage; older ones are deleted once a newer one is safely on disk."""
 
 
+STAGE_NAMES = ("coarse", "geometry", "texture")
+"""The stages in the order a run trains them; each has a config section of that name."""
+
+
 ShadingChoice = Literal["albedo", "lambertian", "textureless", "normal", "random"]
 
 

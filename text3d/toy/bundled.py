@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from text3d.errors import UserError
-from text3d.prompt.processor import shorten
+from text3d.prompt.config import shorten
 from text3d.toy.vocabulary import COLORS, SHAPES, parse_caption
 
 TOY_MODEL = "text3d-toy"

@@ -15,8 +15,7 @@ from pathlib import Path
 import gradio as gr
 
 from text3d.app.chain import STAGE_NAMES
-from text3d.app.jobs import check_prompt
-from text3d.app.presets import generation_preset, load_config, preset_names
+from text3d.app.presets import check_prompt, generation_preset, load_config, preset_names
 from text3d.app.run_dir import DEFAULT_OUTPUT_ROOT
 from text3d.app.schema import Text3DConfig
 from text3d.config import Layer, build, field_range, to_dict

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
 from text3d.app.arguments import path_argument
-from text3d.app.presets import INTERACTIVE_GPU_PRESET, TOY_PRESET
+from text3d.app.presets import INTERACTIVE_GPU_PRESET, TOY_PRESET, cuda_available
 from text3d.app.schema import Text3DConfig
 from text3d.config import field_range
 from text3d.errors import UserError
@@ -47,7 +45,7 @@ CPU_MAX_STEPS = 2_000
 def default_max_steps() -> int:
     """The web UI's cap on a job's coarse steps when ``--max-steps`` is not given: the SD preset's 10k on a GPU,
     minutes of work on a CPU."""
-    return GPU_MAX_STEPS if torch.cuda.is_available() else CPU_MAX_STEPS
+    return GPU_MAX_STEPS if cuda_available() else CPU_MAX_STEPS
 
 
 def parse_auth(value: str | None) -> tuple[str, str] | None:

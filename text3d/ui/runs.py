@@ -11,7 +11,7 @@ from text3d.app.run_dir import failed, holds_config, is_finished, run_names
 from text3d.app.schema import Text3DConfig
 from text3d.errors import UserError
 from text3d.io import atomic_path, is_temp_file
-from text3d.prompt.processor import shorten
+from text3d.prompt.config import shorten
 
 log = logging.getLogger(__name__)
 
