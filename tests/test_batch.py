@@ -165,9 +165,11 @@ def test_an_interrupted_batch_resumes_without_redoing_finished_runs(tmp_path, ti
 
     spy = StopSecondPrompt()
     second = run_batch(items, out, callbacks=[spy], **kwargs)
-    assert [r["status"] for r in second.records] == ["skipped", "done", "done"] == [
-        r["status"] for r in manifest(out)
-    ]
+    assert [r["status"] for r in second.records] == ["done", "done", "done"] == [r["status"] for r in manifest(out)]
+    # The run finished earlier keeps its record (time, outputs) and says it was skipped this time.
+    assert [r["skipped"] for r in manifest(out)] == [True, False, False]
+    assert manifest(out)[0]["seconds"] == first.records[0]["seconds"] and first.records[0]["seconds"] > 0
+    assert manifest(out)[0]["outputs"] == first.records[0]["outputs"]
     assert second.exit_code == 0 and second.summary().startswith("2 done, 1 skipped, 0 failed (see")
     assert {p: p.stat().st_mtime_ns for p in finished.rglob("*")} == stamps
     assert spy.starts[0] == ("coarse", 2)  # the stopped run continued from its checkpoint

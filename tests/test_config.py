@@ -411,3 +411,28 @@ def test_every_numeric_setting_has_a_range_and_every_integer_an_upper_bound():
 def test_out_of_range_numbers_are_one_line_errors_at_load(override, key):
     with pytest.raises(UserError, match=rf"^config: '{re.escape(key)}' .*(must be|expected)"):
         load_config(None, [override])
+
+
+def test_every_key_an_error_message_names_exists():
+    """A message that tells the user to change a setting names one that exists (or a section of them)."""
+    import ast
+
+    from text3d.config import field_docs
+
+    keys = set(field_docs(Text3DConfig))
+    sections = sorted({k.split(".")[0] for k in keys})
+    pattern = re.compile(r"\b((?:%s)(?:\.[a-z_0-9]+)+)" % "|".join(sections))
+    named = []
+    for path in sorted((Path(__file__).resolve().parent.parent / "text3d").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Raise, ast.Call)) and (
+                isinstance(node, ast.Raise)
+                or (isinstance(node.func, ast.Name) and node.func.id.endswith("Error"))
+                or (isinstance(node.func, ast.Attribute) and node.func.attr in ("warning", "error"))
+            ):
+                for const in ast.walk(node):
+                    if isinstance(const, ast.Constant) and isinstance(const.value, str):
+                        named += [(path.name, m) for m in pattern.findall(const.value)]
+    assert len(named) > 10
+    unknown = [(f, k) for f, k in named if k not in keys and not any(x.startswith(k + ".") for x in keys)]
+    assert unknown == []

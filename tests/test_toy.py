@@ -101,3 +101,15 @@ def test_judge_glb_reads_text3d_exports(tmp_path):
     files = export_textured_mesh(mesh.vertices, mesh.faces, np.full((len(mesh.vertices), 2), 0.5), texture, tmp_path)
     verdict = judge_glb(files["glb"])
     assert (verdict["shape"], verdict["color"]) == ("pyramid", "purple")
+
+
+@pytest.mark.parametrize(
+    "text, normal",
+    [("an orange pyramid", "a orange pyramid"), ("A Blue Torus.", "a blue torus"), ("red cube", "a red cube"),
+     ("The green cone!", "a green cone"), ("  a   YELLOW sphere ", "a yellow sphere"), ('"a purple cylinder"',
+     "a purple cylinder"), ("a red cube please", None), ("a pink cube", None), ("an", None), ("", None)],
+)
+def test_a_persons_wording_reads_as_the_toy_caption(text, normal):
+    from text3d.toy.vocabulary import normal_caption
+
+    assert normal_caption(text) == normal

@@ -116,3 +116,29 @@ def test_a_batch_with_a_prompt_the_toy_model_does_not_know_is_refused_before_it_
     with pytest.raises(UserError, match=r"p.txt:2: the bundled toy model does not know the prompt 'a blue teapot'"):
         plan_batch(read_prompt_file(prompts), tmp_path / "out", "toy", source=str(prompts))
     assert not (tmp_path / "out").exists()
+
+
+def test_natural_wording_runs_as_the_toy_caption_and_says_so(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["generate", "An Orange Pyramid.", "--preset", "toy", "--out", str(out), "--quiet",
+                 "coarse.max_steps=2", "geometry.max_steps=1", "texture.max_steps=1", "export.turntable_frames=2",
+                 "export.turntable_resolution=32", "geometry.tet_resolution=16"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "the toy model reads 'An Orange Pyramid.' as 'a orange pyramid'" in err
+    assert load_config(out / "config.yaml").prompt.text == "a orange pyramid"
+
+
+def test_generate_and_export_say_every_file_they_wrote(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["generate", "a red cube", "--preset", "toy", "--out", str(out), "--quiet", "coarse.max_steps=2",
+                 "geometry.max_steps=1", "texture.max_steps=1", "export.turntable_frames=2",
+                 "export.turntable_resolution=32", "geometry.tet_resolution=16"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line == (f"wrote contact_sheet.png, model.glb, model.mtl, model.obj, model.png, turntable.mp4, coarse.glb, "
+                    f"metrics.json in {out}")
+    assert all((out / name).is_file() for name in line[len("wrote "):line.index(" in ")].split(", "))
+    assert main(["export", str(out)]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == (
+        f"wrote contact_sheet.png, model.glb, model.mtl, model.obj, model.png, turntable.mp4, coarse.glb, "
+        f"metrics.json in {out}")

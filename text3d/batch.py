@@ -29,7 +29,7 @@ def add_batch_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("prompts", type=path_argument, metavar="PROMPTS_FILE",
                    help="prompt file (.txt or .jsonl, see prompts/)")
     p.add_argument("--out-root", type=path_argument,
-                   help="folder of the runs and manifest.jsonl (default: outputs/<file name>)")
+                   help="folder of the runs and manifest.jsonl (default: outputs/<prompt-file-stem-slug>)")
     p.add_argument(
         "--preset",
         help=f"preset name or a YAML path (default: {GPU_PRESET} with CUDA or --model, else {TOY_PRESET})",

@@ -10,12 +10,13 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 from huggingface_hub.utils import disable_progress_bars
 
 from text3d import __version__
 from text3d.app.arguments import path_argument
-from text3d.app.presets import GPU_PRESET, TOY_PRESET, check_prompt, generation_preset, load_config
+from text3d.app.presets import GPU_PRESET, TOY_PRESET, generation_preset, prepare_prompt, load_config
 from text3d.app.run_dir import DEFAULT_OUTPUT_ROOT, run_names
 from text3d.app.schema import Text3DConfig
 from text3d.batch import add_batch_parser, cmd_batch
@@ -114,7 +115,9 @@ def _run_job(args: argparse.Namespace, verb: str, extra: list[tuple[str, object]
     """Shared by the training verbs: config from preset + options + overrides, run directory, progress bar."""
     config = load_config(args.preset, args.overrides, extra)
     if verb == "generate":
-        check_prompt(config)
+        config, note = prepare_prompt(config)
+        if note:
+            print(note, file=sys.stderr)
     out = args.out or DEFAULT_OUTPUT_ROOT / next(run_names(config, name))
     from text3d.app import jobs  # torch and the model stack: only for a config that checks out
     from text3d.app.progress import TqdmCallback
@@ -126,7 +129,7 @@ def _run_job(args: argparse.Namespace, verb: str, extra: list[tuple[str, object]
         return 1
     e = result.metrics.get("export", {})
     score = f"exported mesh: test PSNR {e['psnr']:.2f} dB; " if "psnr" in e else ""
-    print(f"{score}wrote {out}/model.glb, model.obj and metrics.json")
+    print(f"{score}wrote {_written(e, out)} in {out}")
     return 0
 
 
@@ -134,6 +137,12 @@ def _options(args: argparse.Namespace, extra: list[tuple[str, object]]) -> list[
     """The command-line options as config layers, after a first check of the KEY=VALUE overrides."""
     _check_overrides(args.overrides)
     return [*extra, *([("seed", args.seed)] if args.seed is not None else [])]
+
+
+def _written(export: dict, run_dir: Path) -> str:
+    """The files a job (or an export) wrote in ``run_dir``: the exported ones, the coarse mesh and the metrics."""
+    coarse = ["coarse.glb"] if (run_dir / "coarse.glb").is_file() else []
+    return ", ".join([*export.get("files", []), *coarse, "metrics.json"])
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
@@ -160,7 +169,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from text3d.app.jobs import export_run  # torch: only once the arguments are read
 
     result = export_run(args.run_dir, args.from_stage)
-    print(f"wrote {', '.join(result.metrics['export']['files'])} in {args.run_dir}")
+    print(f"wrote {_written(result.metrics['export'], args.run_dir)} in {args.run_dir}")
     return 0
 
 

@@ -66,6 +66,9 @@ class Manifest:
         self.path = out_root / MANIFEST
         self.pending = [_record(run, "pending", rank=run.index % world) for run in plan]
         self.mine: dict[int, dict] = {}
+        # What an earlier invocation recorded of the runs it finished: their time is kept when they are skipped.
+        earlier = _read_jsonl(self.path) if self.path.is_file() else []
+        self.finished_before = {r["run_dir"]: r for r in earlier if r.get("status") == "done"}
 
     def shard(self, rank: int) -> Path:
         return self.out_root / f"manifest.{rank}.jsonl"
@@ -116,9 +119,12 @@ def _write_jsonl(path: Path, records: Sequence[dict]) -> None:
     write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
-def _record(run: PlannedRun, status: str, rank: int, seconds: float | None = None, error: str | None = None) -> dict:
+def _record(run: PlannedRun, status: str, rank: int, seconds: float | None = None, error: str | None = None,
+            skipped: bool = False) -> dict:
+    """An item's manifest record. A run finished by an earlier invocation is ``done`` with ``skipped`` true (this
+    invocation left it alone) and keeps the earlier record's ``seconds``."""
     outputs, stage_seconds = [], {}
-    if status in ("done", "skipped"):
+    if status == "done":
         # Every top-level file but the run's own bookkeeping (and temp files of atomic writes).
         files = sorted(p for p in run.run_dir.iterdir() if p.is_file() and not p.name.startswith("."))
         outputs = [str(p) for p in files if p.name not in ("config.yaml", "log.txt")]
@@ -135,6 +141,7 @@ def _record(run: PlannedRun, status: str, rank: int, seconds: float | None = Non
         "stage_seconds": stage_seconds,
         "error": error,
         "rank": rank,
+        "skipped": skipped,
     }
 
 
@@ -149,13 +156,13 @@ class BatchResult:
 
     @property
     def counts(self) -> Counter:
-        return Counter(r["status"] for r in self.records)
+        """Items by status, ``done`` counting those run now and ``skipped`` those finished earlier."""
+        return Counter("skipped" if r.get("skipped") else r["status"] for r in self.records)
 
     @property
     def exit_code(self) -> int:
-        """0 when every item is done or skipped; 1 when any failed or did not finish (stopped, killed rank)."""
-        c = self.counts
-        return 0 if c["done"] + c["skipped"] == len(self.records) else 1
+        """0 when every item is done (now or earlier); 1 when any failed or did not finish (stopped, killed rank)."""
+        return 0 if all(r["status"] == "done" for r in self.records) else 1
 
     def summary(self) -> str:
         c = self.counts
@@ -179,7 +186,8 @@ def run_batch(
 ) -> BatchResult:
     """Generate every item (this process's share of them) into ``out_root``; see the module docstring.
 
-    A finished run (``metrics.json`` and ``model.glb``) is ``skipped``; an unfinished one is resumed. An item's
+    A finished run (``metrics.json`` and ``model.glb``) is left alone (``done``, ``skipped`` this time, its earlier
+    time kept); an unfinished one is resumed. An item's
     exception is recorded as ``failed`` and the batch goes on; ``stop_event`` stops the running item (``stopped``,
     resumable) and the batch. ``progress`` shows a bar over prompts and one per stage (on the first process only).
     """
@@ -201,6 +209,7 @@ def run_plan(
     state = _process_state(plan[0].config)
     rank, world = state.process_index, state.num_processes
     manifest = Manifest(out_root, plan, rank, world)
+    state.wait_for_everyone()  # every rank has read the earlier manifest before rank 0 rewrites it
     if state.is_main_process:
         manifest.start()
     state.wait_for_everyone()  # no rank writes its shard before rank 0 has cleared the old ones
@@ -212,7 +221,7 @@ def run_plan(
         for run in bar:
             if stop_event is not None and stop_event.is_set():
                 break
-            record = _run_one(run, rank, callbacks, stop_event)
+            record = _run_one(run, rank, manifest, callbacks, stop_event)
             if record["status"] == "failed":
                 tqdm.write(f"text3d: {source}:{run.item.line} failed: {record['error']}", file=sys.stderr)
             manifest.update(record)
@@ -224,9 +233,11 @@ def run_plan(
     return BatchResult(_read_jsonl(manifest.path), manifest.path, rank)
 
 
-def _run_one(run: PlannedRun, rank: int, callbacks: list[Callback], stop_event: threading.Event | None) -> dict:
+def _run_one(run: PlannedRun, rank: int, manifest: Manifest, callbacks: list[Callback],
+             stop_event: threading.Event | None) -> dict:
     if is_finished(run.run_dir):
-        return _record(run, "skipped", rank)
+        earlier = manifest.finished_before.get(str(run.run_dir), {})
+        return _record(run, "done", rank, earlier.get("seconds"), skipped=True)
     t0 = time.perf_counter()
     try:
         resume = (run.run_dir / "config.yaml").exists()

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from text3d.app.presets import check_prompt, load_config
+from text3d.app.presets import load_config, prepare_prompt
 from text3d.app.prompt_files import BatchItem, error_listing
 from text3d.app.run_dir import holds_config, run_names
 from text3d.app.schema import Text3DConfig
@@ -59,7 +59,7 @@ def plan_batch(
         line_overrides = [*overrides, *_shortcut_overrides(item), *item.overrides]
         try:
             config = load_config(preset, line_overrides, [*extra, ("prompt.text", item.prompt)])
-            check_prompt(config)
+            config, _ = prepare_prompt(config)
         except UserError as e:
             bad.append((item.line, f"{where}: {e}"))
             continue

@@ -19,7 +19,7 @@ import torch
 import trimesh
 
 from text3d.app.chain import JobContext, last_checkpointed_stage, run_stages
-from text3d.app.presets import check_prompt
+from text3d.app.presets import prepare_prompt
 from text3d.stage.config import STAGE_NAMES
 from text3d.app.run_dir import RunDir, is_finished, saved_config
 from text3d.app.schema import Text3DConfig
@@ -90,7 +90,7 @@ def generate(
 
 def generation_context(config: Text3DConfig) -> JobContext:
     """What the stages of a text-to-3D run share: the frozen model loaded once, a guide per stage built from it."""
-    check_prompt(config)  # fail on a bad prompt before loading a model
+    config, _ = prepare_prompt(config)  # fail on a bad prompt before loading a model
     accelerator = make_accelerator(config.trainer)
     sds = config.guide.sds
     model = load_diffusion_model(model_config(sds.model), sds.kind, accelerator.device)

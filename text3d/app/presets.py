@@ -10,6 +10,7 @@ Which preset a text-to-3D run gets when none is named is decided here, once: Sta
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -70,12 +71,21 @@ def generation_preset(preset: str | None, model: str | None, interactive: bool =
     return TOY_PRESET, note
 
 
-def check_prompt(config: Text3DConfig) -> None:
-    """Raise :class:`UserError` for a prompt the run cannot use: empty or malformed, or outside the vocabulary of
-    the bundled toy model when that is the guide."""
+def prepare_prompt(config: Text3DConfig) -> tuple[Text3DConfig, str | None]:
+    """The config a text-to-3D run uses, and a one-line note when its prompt was reworded.
+
+    A prompt the run cannot use is a :class:`UserError`: empty, or outside the vocabulary of the bundled toy model
+    when that is the guide. For the toy model a person's wording ("An orange pyramid.") becomes the caption form it
+    was trained on ("a orange pyramid"), and the note says so.
+    """
     clean_prompt(config.prompt.text)
-    if is_toy_model(config.guide.sds.model.model):
-        check_toy_prompt(config.prompt.text, config.prompt.negative)
+    if not is_toy_model(config.guide.sds.model.model):
+        return config, None
+    normal = check_toy_prompt(config.prompt.text, config.prompt.negative)
+    if normal == config.prompt.text:
+        return config, None
+    note = f"the toy model reads {config.prompt.text!r} as {normal!r}"
+    return dataclasses.replace(config, prompt=dataclasses.replace(config.prompt, text=normal)), note
 
 
 def cuda_available() -> bool:

@@ -369,7 +369,7 @@ def _parse_override(item: str) -> dict[str, Any]:
     key, eq, text = item.partition("=")
     key = key.strip()
     if not eq:
-        raise config_error(f"config: malformed override '{item}': expected key=value, e.g. trainer.max_steps=100")
+        raise config_error(f"config: malformed override '{item}': expected key=value, e.g. coarse.max_steps=100")
     parts = key.split(".")
     if not all(p.strip() for p in parts):
         raise config_error(f"config: malformed override '{item}': empty key" + (f" part in '{key}'" if key else ""))

@@ -27,7 +27,9 @@ def export_assets(mesh: Mesh, albedo_field: nn.Module, config, out_dir: Path, re
                                 config.mesh_render.rasterizer)
         res = ex.turntable_resolution
         sheet = render_asset(asset, renderer, orbit.with_size(res, res))
-        write_contact_sheet((sheet.cpu().numpy() * 255).round().astype(np.uint8), out_dir / "contact_sheet.png")
+        asset.files["contact_sheet"] = write_contact_sheet(
+            (sheet.cpu().numpy() * 255).round().astype(np.uint8), out_dir / "contact_sheet.png"
+        )
         if ex.turntable_frames > 0:
             n = ex.turntable_frames
             one = torch.ones(n)
@@ -37,7 +39,9 @@ def export_assets(mesh: Mesh, albedo_field: nn.Module, config, out_dir: Path, re
                 torch.rad2deg(first.fov_y).item() * one, res, res,
             )
             frames = render_asset(asset, renderer, turntable)
-            write_turntable((frames.cpu().numpy() * 255).round().astype(np.uint8), out_dir / "turntable.mp4")
+            asset.files["turntable"] = write_turntable(
+                (frames.cpu().numpy() * 255).round().astype(np.uint8), out_dir / "turntable.mp4"
+            )
     log.info("export: %d faces, %d² texture -> %s", len(asset.faces), ex.texture.texture_size,
              ", ".join(p.name for p in asset.files.values()))
     return asset

@@ -34,7 +34,7 @@ class TexturedMesh:
     texture: np.ndarray
     """[S, S, 3] uint8, row 0 at the top (v = 1)."""
     files: dict[str, Path]
-    """Written files by kind: glb, obj, mtl, png."""
+    """Written files by kind: glb, obj, mtl, png (and, once rendered, contact_sheet and turntable)."""
 
 
 def bake_and_export(

@@ -194,10 +194,12 @@ def _local_folder(model: str, kind: str) -> Path | None:
         head = model.split(os.sep)[0]
         # "./x", "/x", "~/x", "a/b/c", or "models/x" where models/ exists: meant as a path, not a hub id (org/name).
         if model.startswith((".", "/", "~")) or model.count("/") > 1 or (os.sep in model and Path(head).is_dir()):
-            raise UserError(f"model folder {model} does not exist (give guide.model an existing folder or a hub id)")
+            raise UserError(f"model folder {model} does not exist (give --model, or guide.sds.model.model, an existing "
+                            "folder or a hub id)")
         return None
     if not path.is_dir():
-        raise UserError(f"model {model} is a file; guide.model needs a folder in diffusers' layout or a hub id")
+        raise UserError(f"model {model} is a file; --model (guide.sds.model.model) needs a folder in diffusers' "
+                        "layout or a hub id")
     missing = [f"{p}/" for p in (*_PARTS, "vae") if (p != "vae" or kind == "latent") and not (path / p).is_dir()]
     if missing:
         raise UserError(f"{model} is not a {kind} text-to-image diffusion model (no {', '.join(missing)} in it)")
@@ -295,7 +297,7 @@ def _reason(e: BaseException, model: str, kind: str, part: str, revision: str | 
         return (
             f"{model} is not downloaded ({part} is not in the local cache) and the hub is off (HF_HUB_OFFLINE or "
             f"local_files_only): run `hf download {model}` on a machine with internet, unset HF_HUB_OFFLINE, "
-            "or set guide.model to a local folder"
+            "or give --model (guide.sds.model.model) a local folder"
         )
     if origin == "unreachable" and not_cached:
         return (

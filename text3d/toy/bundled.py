@@ -6,7 +6,7 @@ from pathlib import Path
 
 from text3d.errors import UserError
 from text3d.prompt.config import shorten
-from text3d.toy.vocabulary import COLORS, SHAPES, parse_caption
+from text3d.toy.vocabulary import COLORS, SHAPES, normal_caption, words_of
 
 TOY_MODEL = "text3d-toy"
 """Model name (``guide.sds.model.model``) of the bundled toy model; resolved to :data:`TOY_MODEL_DIR`."""
@@ -19,14 +19,16 @@ def is_toy_model(model: str) -> bool:
     return model == TOY_MODEL or Path(model).expanduser().resolve() == TOY_MODEL_DIR
 
 
-def check_toy_prompt(prompt: str, negative: str = "") -> None:
-    """Raise :class:`UserError` unless ``prompt`` is a toy caption and ``negative`` uses only toy words.
+def check_toy_prompt(prompt: str, negative: str = "") -> str:
+    """The caption form of ``prompt`` (see :func:`~text3d.toy.vocabulary.normal_caption`); a :class:`UserError`
+    unless it names a toy object and ``negative`` uses only toy words.
 
     The toy model saw nothing but ``"a {colour} {shape}"``: any other prompt would give it noise, not a 3D asset.
     """
-    vocabulary = {"a", *COLORS, *SHAPES}
-    unknown = [w for w in negative.lower().replace(",", " ").split() if w not in vocabulary]
-    known_prompt = parse_caption(prompt) is not None
+    vocabulary = {"a", "an", "the", *COLORS, *SHAPES}
+    unknown = [w for w in words_of(negative) if w not in vocabulary]
+    normal = normal_caption(prompt)
+    known_prompt = normal is not None
     if not known_prompt or unknown:
         words = shorten(", ".join(unknown))
         what = f"negative prompt word(s) {words!r}" if known_prompt else f"prompt {shorten(prompt)!r}"
@@ -35,3 +37,4 @@ def check_toy_prompt(prompt: str, negative: str = "") -> None:
             f"{', '.join(COLORS)} and SHAPE one of {', '.join(SHAPES)}; for other prompts use a real model on a GPU "
             "(--preset dreamfusion-sd, or --model ID_OR_FOLDER)"
         )
+    return normal

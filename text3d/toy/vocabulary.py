@@ -20,6 +20,26 @@ def caption(color: str, shape: str) -> str:
     return f"a {color} {shape}"
 
 
+def normal_caption(text: str) -> str | None:
+    """The caption that a person's wording of a toy object means, else None: case, an article ("a", "an", "the" or
+    none) and punctuation are forgiven, so "An Orange Pyramid." and "blue torus" read as "a orange pyramid" and
+    "a blue torus", the form the toy model was trained on."""
+    words = [w for w in (w.strip(_PUNCTUATION) for w in text.lower().split()) if w]
+    if words and words[0] in ("a", "an", "the"):
+        words = words[1:]
+    if len(words) == 2 and words[0] in COLORS and words[1] in SHAPES:
+        return caption(words[0], words[1])
+    return None
+
+
+def words_of(text: str) -> list[str]:
+    """``text``'s words, lower case, without punctuation around them (for checking a negative prompt)."""
+    return [w for w in (w.strip(_PUNCTUATION) for w in text.lower().replace(",", " ").split()) if w]
+
+
+_PUNCTUATION = ".,;:!?'\"()"
+
+
 def parse_caption(text: str) -> tuple[str, str] | None:
     """``(color, shape)`` of a caption made by :func:`caption` (case and spacing forgiven), else None."""
     words = text.lower().split()

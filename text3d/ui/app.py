@@ -15,7 +15,7 @@ from pathlib import Path
 import gradio as gr
 
 from text3d.app.chain import STAGE_NAMES
-from text3d.app.presets import check_prompt, generation_preset, load_config, preset_names
+from text3d.app.presets import generation_preset, prepare_prompt, load_config, preset_names
 from text3d.app.run_dir import DEFAULT_OUTPUT_ROOT
 from text3d.app.schema import Text3DConfig
 from text3d.config import Layer, build, field_range, to_dict
@@ -51,8 +51,7 @@ def job_config(
         "guide": {"sds": {"guidance_scale": guidance}},
     }
     config = build(Text3DConfig, [Layer(to_dict(base), source="preset"), Layer(form, source="web UI")])
-    check_prompt(config)
-    return config
+    return prepare_prompt(config)[0]
 
 
 def _clock(seconds: float) -> str:
