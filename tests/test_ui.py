@@ -275,3 +275,38 @@ def test_browser_generates_and_shows_the_model(server, browser, tmp_path):
     # A click on a past run's contact sheet reopens it.
     browser.find_element(By.CSS_SELECTOR, "#past-runs img[alt='a-wooden-chair-0']").click()
     wait.until(ec.text_to_be_present_in_element((By.ID, "status"), "a-wooden-chair-0 (finished)"))
+
+
+def test_the_form_offers_the_presets_that_can_run_here(monkeypatch, tiny_sd_path):
+    from text3d.app import presets
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(presets, "cuda_available", lambda: False)
+    offered, hidden = presets.runnable_presets(None, "toy")
+    assert offered == ["toy"] and hidden == {"preview": "needs a CUDA GPU", "dreamfusion-sd": "needs a CUDA GPU"}
+    monkeypatch.setattr(presets, "cuda_available", lambda: True)
+    offered, hidden = presets.runnable_presets(None, "toy")
+    assert offered == ["toy"] and all("is not downloaded and the hub is off" in why for why in hidden.values())
+    offered, hidden = presets.runnable_presets(str(tiny_sd_path), "tiny-test")  # --model: any generation preset
+    assert offered == ["tiny-test", "toy", "preview", "dreamfusion-sd"] and hidden == {}
+
+
+@pytest.mark.parametrize("port, message", [("99999", "--port must be between 1 and 65535, got 99999"),
+                                           ("0", "--port must be between 1 and 65535, got 0")])
+def test_a_bad_port_is_one_line(port, message, capsys):
+    from text3d.cli import main
+
+    assert main(["ui", "--port", port]) == 2
+    assert capsys.readouterr().err.strip() == f"text3d: error: {message}"
+
+
+def test_a_port_in_use_is_one_line_naming_the_option(capsys):
+    from text3d.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["ui", "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"text3d: error: --port {port}: cannot listen on 127.0.0.1:{port}") and "\n" not in err

@@ -11,6 +11,7 @@ Which preset a text-to-3D run gets when none is named is decided here, once: Sta
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -86,6 +87,39 @@ def prepare_prompt(config: Text3DConfig) -> tuple[Text3DConfig, str | None]:
         return config, None
     note = f"the toy model reads {config.prompt.text!r} as {normal!r}"
     return dataclasses.replace(config, prompt=dataclasses.replace(config.prompt, text=normal)), note
+
+
+TEXT_TO_3D_PRESETS = (TOY_PRESET, INTERACTIVE_GPU_PRESET, GPU_PRESET)
+"""The shipped presets a web UI offers for text to 3D (``reconstruct`` fits datasets; ``tiny-test`` is the suite's)."""
+
+
+def runnable_presets(model: str | None, chosen: str) -> tuple[list[str], dict[str, str]]:
+    """The text-to-3D presets that can run on this machine, ``chosen`` first among them, and why each other one
+    cannot: a preset's diffusion model must be at hand (bundled, a folder, ``model``, or in the Hugging Face cache,
+    or downloadable) and a Stable Diffusion preset needs CUDA (a step takes seconds on a CPU) unless ``model`` is
+    given."""
+    offered, hidden = [chosen], {}
+    cuda = cuda_available()
+    for name in TEXT_TO_3D_PRESETS:
+        if name == chosen:
+            continue
+        config = load_config(name, (), [("guide.sds.model.model", model)] if model else [])
+        source = config.guide.sds.model.model
+        if model is None and not is_toy_model(source) and not cuda:
+            hidden[name] = "needs a CUDA GPU"
+        elif not (is_toy_model(source) or Path(source).expanduser().is_dir() or _downloadable(source)):
+            hidden[name] = f"{source} is not downloaded and the hub is off (HF_HUB_OFFLINE)"
+        else:
+            offered.append(name)
+    return offered, hidden
+
+
+def _downloadable(model: str) -> bool:
+    """In the Hugging Face cache, or fetchable (the hub is not switched off)."""
+    from huggingface_hub import try_to_load_from_cache  # a hub id: only for the SD presets
+
+    cached = isinstance(try_to_load_from_cache(model, "unet/config.json"), str)
+    return cached or os.environ.get("HF_HUB_OFFLINE", "").upper() not in ("1", "ON", "YES", "TRUE")
 
 
 def cuda_available() -> bool:

@@ -15,11 +15,12 @@ from pathlib import Path
 import gradio as gr
 
 from text3d.app.chain import STAGE_NAMES
-from text3d.app.presets import generation_preset, prepare_prompt, load_config, preset_names
+from text3d.app.presets import generation_preset, load_config, prepare_prompt, runnable_presets
 from text3d.app.run_dir import DEFAULT_OUTPUT_ROOT
 from text3d.app.schema import Text3DConfig
 from text3d.config import Layer, build, field_range, to_dict
 from text3d.errors import TrainingError, UserError
+from text3d.io import os_reason
 from text3d.ui.command import default_max_steps, parse_auth
 from text3d.ui.jobs import Job, JobRunner
 from text3d.ui.runs import RunView, list_runs, resolve_run
@@ -97,6 +98,7 @@ class App:
         self.root = output_root
         self.model = model
         self.max_steps = max_steps
+        self.presets, self.hidden_presets = runnable_presets(model, default_preset)
         self.overrides = list(base_overrides)
         self.runner = JobRunner()
         self.default = self.base(default_preset)  # fails at launch, not at the first click, on a bad setup
@@ -104,8 +106,8 @@ class App:
     def base(self, preset: str) -> Text3DConfig:
         """The preset (only a shipped one: no path is accepted from a browser), then ``--model``, then the
         launch-time overrides: what the form starts from."""
-        if preset not in preset_names():
-            raise UserError(f"unknown preset {preset!r} (choose one of {', '.join(preset_names())})")
+        if preset not in self.presets:
+            raise UserError(f"unknown preset {preset!r} (choose one of {', '.join(self.presets)})")
         options = [("guide.sds.model.model", self.model)] if self.model else []
         return load_config(preset, self.overrides, options)
 
@@ -231,6 +233,8 @@ def build_app(
     steps; ``launch`` adds the file rules."""
     app = App(Path(output_root).resolve(), default_preset, model, base_overrides, max_steps)
     seed_range = field_range(Text3DConfig, "seed")
+    hidden = "; ".join(f"{name}: {why}" for name, why in app.hidden_presets.items())
+    hidden = f"not offered here: {hidden}" if hidden else ""
     guidance_range = field_range(Text3DConfig, "guide.sds.guidance_scale")
     cfg = app.default
     model_name = Path(cfg.guide.sds.model.model).name  # not the server's folder layout
@@ -246,7 +250,7 @@ def build_app(
                 prompt = gr.Textbox(label="Prompt", placeholder="a ceramic mug of coffee", elem_id="prompt")
                 negative = gr.Textbox(label="Negative prompt", value=cfg.prompt.negative)
                 with gr.Row():
-                    preset = gr.Dropdown(preset_names(), value=default_preset, label="Preset")
+                    preset = gr.Dropdown(app.presets, value=default_preset, label="Preset", info=hidden or None)
                     seed = gr.Number(cfg.seed, label="Seed", precision=0, minimum=seed_range.min,
                                      maximum=seed_range.max)
                 with gr.Row():
@@ -310,6 +314,15 @@ def launch(args: argparse.Namespace, prevent_thread_lock: bool = False) -> gr.Bl
     if note:
         print(note, file=sys.stderr)
     demo = build_app(root, preset, args.model, args.overrides, args.max_queue, args.max_steps or default_max_steps())
+    try:
+        _serve(demo, args, root, prevent_thread_lock)
+    except OSError as e:  # e.g. the port was taken between the check and the start
+        raise UserError(f"--port: the web UI could not start listening ({os_reason(e)}); choose another --port"
+                        ) from None
+    return demo
+
+
+def _serve(demo: gr.Blocks, args: argparse.Namespace, root: Path, prevent_thread_lock: bool) -> None:
     demo.launch(
         server_name=args.host,
         server_port=args.port,
@@ -322,6 +335,10 @@ def launch(args: argparse.Namespace, prevent_thread_lock: bool = False) -> gr.Bl
         run_history=False,  # past runs live in the output root (the gallery), not in each browser
         ssr_mode=False,  # no Node server beside Python
         css=CSS,
-        prevent_thread_lock=prevent_thread_lock,
+        prevent_thread_lock=True,
+        quiet=True,  # Gradio's own banner tells to edit launch(); ours names the options
     )
-    return demo
+    share = f"; public link: {demo.share_url}" if demo.share_url else " (add --share for a public link)"
+    print(f"text3d ui: serving {demo.local_url}{share}; Ctrl-C stops it", file=sys.stderr, flush=True)
+    if not prevent_thread_lock:
+        demo.block_thread()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import socket
 
 from text3d.app.arguments import path_argument
 from text3d.app.presets import INTERACTIVE_GPU_PRESET, TOY_PRESET, cuda_available
 from text3d.app.schema import Text3DConfig
 from text3d.config import field_range
 from text3d.errors import UserError
+from text3d.io import os_reason
 
 
 def add_ui_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -48,6 +50,20 @@ def default_max_steps() -> int:
     return GPU_MAX_STEPS if cuda_available() else CPU_MAX_STEPS
 
 
+def check_port(host: str | None, port: int | None) -> None:
+    """A one-line UserError for a ``--port`` the server could not listen on (out of range, or in use)."""
+    if port is None:
+        return
+    if not 1 <= port <= 65535:
+        raise UserError(f"--port must be between 1 and 65535, got {port}")
+    with socket.socket(socket.AF_INET6 if host and ":" in host else socket.AF_INET) as s:
+        try:
+            s.bind((host or "127.0.0.1", port))
+        except OSError as e:
+            raise UserError(f"--port {port}: cannot listen on {host or '127.0.0.1'}:{port} ({os_reason(e)}); "
+                            "choose another --port") from None
+
+
 def parse_auth(value: str | None) -> tuple[str, str] | None:
     """``USER:PASS`` as Gradio's ``auth`` tuple (the password may contain colons)."""
     if value is None:
@@ -69,6 +85,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     if args.max_steps is not None and not (args.max_steps >= 1 and steps.contains(args.max_steps)):
         raise UserError(f"--max-steps must be >= 1 and {steps}, got {args.max_steps}")
     parse_auth(args.auth)
+    check_port(args.host, args.port)
     from text3d.ui.app import launch  # Gradio: only now
 
     launch(args)
