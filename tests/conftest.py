@@ -1,9 +1,18 @@
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config):
+    """Runs in the tests (and the CLI processes they start) keep their records out of the user's cache, and use a
+    fixed thread count: a job picks the idle cores otherwise, and results repeat exactly only at one count."""
+    os.environ.setdefault("TEXT3D_CACHE_DIR", tempfile.mkdtemp(prefix="text3d-test-cache-"))
+    os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
 
 
 def pytest_collection_modifyitems(config, items):

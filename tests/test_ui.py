@@ -1,12 +1,9 @@
 """The web UI, launched in-process on the tiny offline model and driven like a user: through ``gradio_client``
-(the same endpoints the page calls) and through a real headless Chromium.
-
-Set ``TEXT3D_SCREENSHOT=docs/ui.png`` to also write the browser test's screenshot there.
+(the same endpoints the page calls) and through a real headless Chromium. (docs/ui.png comes from the real default
+instead: ``python docs/ui_screenshot.py``.)
 """
 
 import argparse
-import os
-import shutil
 import socket
 import time
 import zipfile
@@ -18,16 +15,11 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 from gradio_client.utils import QueueError
 
+from text3d.testing.browser import free_port
 from text3d.ui.command import add_ui_parser
 
 STATUS, PREVIEW, DOWNLOADS, VIDEO, GALLERY, PICKER, MODEL = range(7)
 LONG = 2000  # coarse steps of a job that is meant to be cancelled
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ui_args(*argv: str) -> argparse.Namespace:
@@ -224,25 +216,13 @@ def test_missing_model_is_one_clear_message(env, tmp_path_factory):
 
 
 # --- a real browser ------------------------------------------------------------------------------------------------
-CHROMIUM = os.environ.get("TEXT3D_CHROMIUM", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("TEXT3D_CHROMEDRIVER", "/usr/bin/chromedriver")
-
-
 @pytest.fixture
 def browser(tmp_path):
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")
-    for path in (CHROMIUM, CHROMEDRIVER):
-        if not shutil.which(path):
-            pytest.skip(f"{path} not found (apt-get install chromium chromium-driver)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 # Software WebGL for the 3D viewer; newer Chromiums want it asked for.
-                 "--disable-dev-shm-usage", "--enable-unsafe-swiftshader", "--window-size=1400,1500",
-                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
+    from text3d.testing.browser import headless_chromium, missing
+
+    if (why := missing()) is not None:
+        pytest.skip(why)
+    driver = headless_chromium(tmp_path / "chromium-profile")
     yield driver
     driver.quit()
 
@@ -263,12 +243,7 @@ def test_browser_generates_and_shows_the_model(server, browser, tmp_path):
     for name in ("model.glb", "model-obj.zip"):
         wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, f"#downloads a[download='{name}']")))
     time.sleep(2)  # let the viewer draw the model and the video load
-    shots = [tmp_path / "ui.png"]
-    if os.environ.get("TEXT3D_SCREENSHOT"):
-        shots.append(Path(os.environ["TEXT3D_SCREENSHOT"]))
-    for shot in shots:
-        shot.parent.mkdir(parents=True, exist_ok=True)
-        assert browser.save_screenshot(str(shot)), shot
+    assert browser.save_screenshot(str(tmp_path / "ui.png"))
     status = browser.find_element(By.ID, "status").text
     assert status.startswith("Done in") and "a-wooden-chair-0" in status
     assert "Traceback" not in browser.find_element(By.TAG_NAME, "body").text
@@ -310,3 +285,16 @@ def test_a_port_in_use_is_one_line_naming_the_option(capsys):
         assert main(["ui", "--port", str(port)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"text3d: error: --port {port}: cannot listen on 127.0.0.1:{port}") and "\n" not in err
+
+
+def test_the_toy_form_suggests_a_prompt_the_toy_model_knows(tmp_path, tiny_sd_path):
+    from text3d.toy.bundled import TOY_EXAMPLE
+    from text3d.ui.app import build_app
+
+    def prompt_box(demo):
+        return next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "prompt")
+
+    box = prompt_box(build_app(tmp_path, "toy", None, []))
+    assert box.placeholder == TOY_EXAMPLE and box.info.startswith('the bundled toy model knows "a COLOUR SHAPE"')
+    box = prompt_box(build_app(tmp_path, "tiny-test", str(tiny_sd_path), []))  # a real model: any prompt
+    assert box.placeholder != TOY_EXAMPLE and box.info is None

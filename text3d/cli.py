@@ -16,7 +16,7 @@ from huggingface_hub.utils import disable_progress_bars
 
 from text3d import __version__
 from text3d.app.arguments import path_argument
-from text3d.app.presets import GPU_PRESET, TOY_PRESET, generation_preset, prepare_prompt, load_config
+from text3d.app.presets import GPU_PRESET, TOY_PRESET, generation_preset, load_config, prepare_prompt
 from text3d.app.run_dir import DEFAULT_OUTPUT_ROOT, run_names
 from text3d.app.schema import Text3DConfig
 from text3d.batch import add_batch_parser, cmd_batch
@@ -123,7 +123,7 @@ def _run_job(args: argparse.Namespace, verb: str, extra: list[tuple[str, object]
     from text3d.app.progress import TqdmCallback
 
     job = {"reconstruct": jobs.reconstruct, "generate": jobs.generate}[verb]
-    result = job(config, out, resume=args.resume, callbacks=[] if args.quiet else [TqdmCallback()])
+    result = job(config, out, resume=args.resume, callbacks=[] if args.quiet else [TqdmCallback(config)])
     if result.stopped:
         print(f"stopped; continue with: text3d {args.command} ... --out {out} --resume")
         return 1

@@ -4,10 +4,19 @@ onto its folder, so an installed wheel carries a copy and a checkout has the one
 
 from __future__ import annotations
 
+import os
 from importlib import resources
 from pathlib import Path
 
 _CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+def cache_dir() -> Path:
+    """Where text3d keeps what it can rebuild (kernel builds, measured paces): ``$TEXT3D_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/text3d``, else ``~/.cache/text3d``."""
+    if os.environ.get("TEXT3D_CACHE_DIR"):
+        return Path(os.environ["TEXT3D_CACHE_DIR"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "text3d"
 
 
 def shipped_folder(package: str, folder: str, probe: str) -> Path:

@@ -28,11 +28,11 @@ from text3d.guide.base import Guide
 from text3d.metrics import psnr
 from text3d.renderer.cameras import CameraConfig, Cameras, ViewSampler
 from text3d.renderer.mesh import Mesh, MeshRenderer
+from text3d.stage.checkpoints import CheckpointStore
 from text3d.stage.coarse import CoarseStage
+from text3d.stage.config import STAGE_NAMES
 from text3d.stage.geometry import GeometryStage
 from text3d.stage.texture import TextureStage
-from text3d.stage.checkpoints import CheckpointStore
-from text3d.stage.config import STAGE_NAMES
 from text3d.stage.trainer import Callback, Stage, Trainer, load_stage_weights
 
 log = logging.getLogger(__name__)
@@ -170,7 +170,8 @@ def run_stages(
 ) -> Handover | None:
     """Every stage in order (trained when enabled and ``train``, else loaded or passed through, see the module
     docstring); returns what the last stage handed on, or None when a stage was stopped (its checkpoint allows
-    resuming). Per stage, ``metrics`` gets its steps, the seconds spent now and, with test views, its PSNR.
+    resuming). Per stage, ``metrics`` gets its steps, the seconds spent training it (across resumes),
+    the CPU threads it trained with now and, with test views, its PSNR.
 
     Without ``train`` (export), a stage that the run trained must load its newest checkpoint: an earlier stage's
     result never silently stands in for it. ``last`` names the last stage to load; the ones after it pass through.
@@ -204,6 +205,8 @@ def run_stages(
         if metrics is not None:
             # Seconds the stage trained, across resumes.
             metrics[link.name] = {"steps": stage.max_steps, "train_seconds": round(seconds, 2)}
+            if train and section.enabled:
+                metrics[link.name]["cpu_threads"] = torch.get_num_threads()
             if ctx.test_views is not None:
                 renders = stage.render_views(ctx.test_views.cameras)["rgb"]
                 metrics[link.name].update(ctx.score(renders, link.name))

@@ -12,15 +12,16 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 import trimesh
 
+from text3d.app import pace
 from text3d.app.chain import JobContext, last_checkpointed_stage, run_stages
 from text3d.app.presets import prepare_prompt
-from text3d.stage.config import STAGE_NAMES
 from text3d.app.run_dir import RunDir, is_finished, saved_config
 from text3d.app.schema import Text3DConfig
 from text3d.data.nerf_synthetic import load_views
@@ -33,6 +34,7 @@ from text3d.io import write_json
 from text3d.metrics import chamfer_distance
 from text3d.prompt.processor import PromptProcessor
 from text3d.renderer.cameras import CameraConfig, Cameras, CameraSampler, ViewSampler
+from text3d.stage.config import STAGE_NAMES
 from text3d.stage.trainer import Callback, make_accelerator
 from text3d.toy.bundled import TOY_MODEL_DIR, is_toy_model
 
@@ -55,6 +57,7 @@ def reconstruct(
     stop_event: threading.Event | None = None,
 ) -> JobResult:
     """Fit every stage to ``config.data.path``'s training views; score each on the test views; export."""
+    start = time.perf_counter()
     if not config.data.path:
         raise UserError("no dataset given (data.path is empty)")
     train = load_views(Path(config.data.path), "train", config.data.downscale)
@@ -69,7 +72,7 @@ def reconstruct(
 
     ctx = JobContext(config, make_accelerator(config.trainer), lambda _: guide, sample_views, lambda _: eval_cameras,
                      test)
-    return _run(ctx, run_dir, resume, callbacks, stop_event)
+    return _run(ctx, run_dir, resume, callbacks, stop_event, start)
 
 
 def model_config(config: ModelConfig) -> ModelConfig:
@@ -85,7 +88,8 @@ def generate(
     stop_event: threading.Event | None = None,
 ) -> JobResult:
     """Score-distil ``config.prompt.text`` into a textured mesh."""
-    return _run(generation_context(config), run_dir, resume, callbacks, stop_event)
+    start = time.perf_counter()
+    return _run(generation_context(config), run_dir, resume, callbacks, stop_event, start)
 
 
 def generation_context(config: Text3DConfig) -> JobContext:
@@ -137,16 +141,17 @@ def export_run(run_dir: Path, from_stage: str | None = None) -> JobResult:
     return JobResult(run.path, stopped=False, metrics=metrics)
 
 
-def _run(ctx: JobContext, run_dir: Path, resume: bool, callbacks, stop_event) -> JobResult:
+def _run(ctx: JobContext, run_dir: Path, resume: bool, callbacks, stop_event, start: float) -> JobResult:
     cfg = ctx.config
     metrics: dict = {}
     with RunDir(Path(run_dir)).hold(cfg, resume) as run:
         handover = run_stages(ctx, run.path, True, resume, callbacks, stop_event, metrics)
         if handover is None:
             return JobResult(run.path, stopped=True)
+        exporting = time.perf_counter()
         asset = export_assets(handover.mesh, handover.albedo, cfg, run.path, ctx.renderer,
                               ctx.eval_cameras(cfg.coarse.camera))
-        metrics["export"] = asset_summary(asset)
+        metrics["export"] = {**asset_summary(asset), "seconds": round(time.perf_counter() - exporting, 2)}
         if ctx.test_views is not None:
             metrics["export"].update(ctx.score(render_asset(asset, ctx.renderer, ctx.test_views.cameras),
                                                "exported mesh"))
@@ -158,6 +163,8 @@ def _run(ctx: JobContext, run_dir: Path, resume: bool, callbacks, stop_event) ->
             log.info("exported mesh: Chamfer distance %.3f%% of the bounding-box diagonal",
                      metrics["export"]["chamfer_pct"])
         write_json(run.path / "metrics.json", metrics)
+        if not resume:  # a whole run, start to end: its pace tells the next one how long it will take
+            pace.record(cfg, torch.get_num_threads(), metrics, time.perf_counter() - start)
         return JobResult(run.path, stopped=False, metrics=metrics)
 
 

@@ -87,8 +87,8 @@ class RunDir:
           second process gets a one-line error naming the holder's PID.
         - Temp files that killed writers left behind are removed.
         - A new run writes ``config.yaml``. An existing run is never overwritten: without ``resume`` it is an error;
-          a resumed run may change the settings of stages that have not finished (and the trainer's cadence), every
-          other difference is an error naming the keys.
+          a resumed run may change the settings of stages that have not finished (and the trainer's cadence and
+          threads), every other difference is an error naming the keys.
         - While held, text3d's log also goes to ``log.txt``. A job that fails before its first checkpoint leaves the
           directory as it found it (gone, if the job made it).
         """
@@ -156,12 +156,12 @@ class RunDir:
         raise UserError(f"{self.path} already holds a run; pass --resume to continue it, or choose another --out")
 
     def _changeable(self, saved: Text3DConfig) -> tuple[str, ...]:
-        """Key prefixes a resume may change: the sections of unfinished stages, the trainer's cadence, and the
-        export while the run is unfinished."""
+        """Key prefixes a resume may change: the sections of unfinished stages, the trainer's cadence and threads, and
+        the export while the run is unfinished."""
         steps = {name: max((s for s, _ in self._store().list(name)), default=-1) for name in STAGE_NAMES}
         unfinished = tuple(f"{name}." for name in STAGE_NAMES if steps[name] < getattr(saved, name).max_steps)
         export = () if is_finished(self.path) else ("export.",)
-        return (*unfinished, *export, *(f"trainer.{k}" for k in _CADENCE))
+        return (*unfinished, *export, *(f"trainer.{k}" for k in _RUNNING))
 
     def _store(self) -> CheckpointStore:
         return CheckpointStore(self.path / "checkpoints", keep=1)
@@ -190,5 +190,6 @@ class RunDir:
             handler.close()
 
 
-# Settings of the trainer that only change how often it reports, previews and checkpoints.
-_CADENCE = ("log_every", "preview_every", "checkpoint_every", "keep_checkpoints")
+# Settings of the trainer that change how a run goes (how often it reports, previews and checkpoints; its CPU
+# threads), not what it trains.
+_RUNNING = ("log_every", "preview_every", "checkpoint_every", "keep_checkpoints", "cpu_threads")

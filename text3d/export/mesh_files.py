@@ -20,7 +20,6 @@ from text3d.io import atomic_open
 from text3d.renderer.rasterizer import Backend
 
 
-
 @dataclass
 class TexturedMesh:
     """What was exported: the unwrapped mesh, its baked texture and the files."""

@@ -20,7 +20,7 @@ from types import ModuleType
 
 import torch
 
-from text3d.resources import shipped_folder
+from text3d.resources import cache_dir, shipped_folder
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +51,6 @@ def sources_hash(folder: Path | None = None) -> str:
     for name in (*SOURCES, *HEADERS):
         digest.update(name.encode() + b"\0" + (folder / name).read_bytes() + b"\0")
     return digest.hexdigest()[:16]
-
-
-def cache_dir() -> Path:
-    """Where JIT builds go: ``$TEXT3D_CACHE_DIR``, else ``$XDG_CACHE_HOME/text3d``, else ``~/.cache/text3d``."""
-    if os.environ.get("TEXT3D_CACHE_DIR"):
-        return Path(os.environ["TEXT3D_CACHE_DIR"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "text3d"
 
 
 def problem(device: torch.device | str) -> str | None:

@@ -29,6 +29,9 @@ class TrainerConfig:
     """Steps between checkpoints (0: only when the stage ends or stops)."""
     keep_checkpoints: Annotated[int, Range(1, 1000)] = 2
     """Checkpoints kept per stage; older ones are deleted once a newer one is safely on disk."""
+    cpu_threads: Annotated[int, Range(0, 1024)] = 0
+    """CPU threads for torch (0: $OMP_NUM_THREADS if set, else the cores idle when the job starts). Results are
+    bit-for-bit repeatable only at the same thread count: fix it to repeat a run exactly."""
 
 
 STAGE_NAMES = ("coarse", "geometry", "texture")

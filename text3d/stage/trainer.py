@@ -20,6 +20,7 @@ from text3d.errors import TrainingError, UserError
 from text3d.io import write_image
 from text3d.stage.checkpoints import CheckpointStore
 from text3d.stage.config import TrainerConfig
+from text3d.stage.cpu_threads import choose_cpu_threads
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,7 @@ class FitResult:
 
 
 def make_accelerator(config: TrainerConfig) -> Accelerator:
+    """Where and how a job computes: its accelerator (device, precision), and torch's CPU threads for it."""
     cpu = config.device == "cpu" or not torch.cuda.is_available()
     if config.device == "cuda" and not torch.cuda.is_available():
         raise UserError("trainer.device=cuda but no CUDA device is available (use trainer.device=auto or cpu)")
@@ -112,6 +114,7 @@ def make_accelerator(config: TrainerConfig) -> Accelerator:
     # each job (a UI or batch process runs many) brings its own, so drop the previous job's. PartialState, which
     # holds the distributed setup, stays.
     AcceleratorState._reset_state()
+    torch.set_num_threads(choose_cpu_threads(config.cpu_threads))
     return Accelerator(cpu=cpu, mixed_precision=config.mixed_precision)
 
 

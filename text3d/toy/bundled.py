@@ -12,6 +12,10 @@ TOY_MODEL = "text3d-toy"
 """Model name (``guide.sds.model.model``) of the bundled toy model; resolved to :data:`TOY_MODEL_DIR`."""
 TOY_MODEL_DIR = Path(__file__).resolve().parent / "weights"
 """The bundled model's folder, in diffusers' layout (trained by ``python -m text3d.toy.train``)."""
+TOY_EXAMPLE = "a yellow cone"
+"""The prompt shown first (README, the web UI): right for every seed tried (docs/benchmarks.md)."""
+TOY_VOCABULARY = f"\"a COLOUR SHAPE\" with COLOUR one of {', '.join(COLORS)} and SHAPE one of {', '.join(SHAPES)}"
+"""What the toy model knows, as the messages say it."""
 
 
 def is_toy_model(model: str) -> bool:
@@ -33,8 +37,7 @@ def check_toy_prompt(prompt: str, negative: str = "") -> str:
         words = shorten(", ".join(unknown))
         what = f"negative prompt word(s) {words!r}" if known_prompt else f"prompt {shorten(prompt)!r}"
         raise UserError(
-            f"the bundled toy model does not know the {what}: it knows \"a COLOUR SHAPE\" with COLOUR one of "
-            f"{', '.join(COLORS)} and SHAPE one of {', '.join(SHAPES)}; for other prompts use a real model on a GPU "
-            "(--preset dreamfusion-sd, or --model ID_OR_FOLDER)"
+            f"the bundled toy model does not know the {what}: it knows {TOY_VOCABULARY}; for other prompts use a real "
+            "model on a GPU (--preset dreamfusion-sd, or --model ID_OR_FOLDER)"
         )
     return normal

@@ -21,6 +21,7 @@ from text3d.app.schema import Text3DConfig
 from text3d.config import Layer, build, field_range, to_dict
 from text3d.errors import TrainingError, UserError
 from text3d.io import os_reason
+from text3d.toy.bundled import TOY_EXAMPLE, TOY_VOCABULARY, is_toy_model
 from text3d.ui.command import default_max_steps, parse_auth
 from text3d.ui.jobs import Job, JobRunner
 from text3d.ui.runs import RunView, list_runs, resolve_run
@@ -247,7 +248,10 @@ def build_app(
         )
         with gr.Row():
             with gr.Column(scale=2):
-                prompt = gr.Textbox(label="Prompt", placeholder="a ceramic mug of coffee", elem_id="prompt")
+                toy = is_toy_model(cfg.guide.sds.model.model)
+                prompt = gr.Textbox(label="Prompt", placeholder=TOY_EXAMPLE if toy else "a ceramic mug of coffee",
+                                    info=f"the bundled toy model knows {TOY_VOCABULARY}" if toy else None,
+                                    elem_id="prompt")
                 negative = gr.Textbox(label="Negative prompt", value=cfg.prompt.negative)
                 with gr.Row():
                     preset = gr.Dropdown(app.presets, value=default_preset, label="Preset", info=hidden or None)
