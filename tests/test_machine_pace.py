@@ -100,3 +100,23 @@ def test_a_second_run_like_the_first_announces_its_time(monkeypatch, tmp_path, c
     assert main(["generate", "a blue sphere", "--out", str(tmp_path / "b"), *tiny, "coarse.max_steps=30",
                  "--resume"]) == 0
     assert "text3d: about" not in capsys.readouterr().err
+
+
+def test_the_ui_says_the_time_left_in_the_stage_and_to_the_end(monkeypatch, tmp_path):
+    from text3d.stage.trainer import Progress
+    from text3d.ui.app import job_status
+    from text3d.ui.jobs import Job
+
+    monkeypatch.setenv("TEXT3D_CACHE_DIR", str(tmp_path))
+    config = load_config("toy", ["coarse.max_steps=100", "geometry.max_steps=20", "texture.max_steps=10"])
+    job = Job(config, tmp_path)
+    job.cpu_threads = 2
+    job.progress = Progress("coarse", 0, 100)
+    assert "estimating the time left" in job_status(job)  # no step timed yet: no "0:00 left"
+    job.progress = Progress("coarse", 50, 100, elapsed=30.0)
+    assert "about 0:30 left ·" in job_status(job)  # no finished run like it: the stage only
+    pace.record(config, 2, _metrics(10.0, {"coarse": 100, "geometry": 20, "texture": 10}), wall_seconds=20.0)
+    # The rest of this stage at its live pace, then geometry 2 s + texture 1 s + export 3 s as measured.
+    assert "about 0:30 left (about 0:36 to the end) ·" in job_status(job)
+    job.progress = Progress("texture", 5, 10, elapsed=4.0)
+    assert "about 0:04 left (about 0:07 to the end) ·" in job_status(job)

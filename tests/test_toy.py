@@ -113,3 +113,15 @@ def test_a_persons_wording_reads_as_the_toy_caption(text, normal):
     from text3d.toy.vocabulary import normal_caption
 
     assert normal_caption(text) == normal
+
+
+def test_the_readme_headline_runs_the_toy_example():
+    """The first command a new user runs is the prompt chosen for it (right for every seed tried)."""
+    import re
+    from pathlib import Path
+
+    from text3d.toy.bundled import TOY_EXAMPLE, check_toy_prompt
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert re.search(r'text3d generate "([^"]+)"', readme).group(1) == TOY_EXAMPLE
+    assert check_toy_prompt(TOY_EXAMPLE) == TOY_EXAMPLE

@@ -58,11 +58,31 @@ def record(config: Text3DConfig, threads: int, metrics: dict, wall_seconds: floa
 def estimate_seconds(config: Text3DConfig, threads: int) -> float | None:
     """Seconds the run should take on ``threads`` CPU threads, from the last finished run with the same signature;
     None without one."""
+    pace = _pace(config, threads)
+    if pace is None:
+        return None
+    return _steps_seconds(config, pace, STAGE_NAMES) + pace["export"] + pace["other"]
+
+
+def seconds_after(config: Text3DConfig, threads: int, stage: str) -> float | None:
+    """Seconds the stages after ``stage`` and the export should take (their setup left out), as
+    :func:`estimate_seconds`; None without a measured pace."""
+    pace = _pace(config, threads)
+    if pace is None:
+        return None
+    return _steps_seconds(config, pace, STAGE_NAMES[STAGE_NAMES.index(stage) + 1:]) + pace["export"]
+
+
+def _pace(config: Text3DConfig, threads: int) -> dict | None:
+    """The recorded pace of a run like ``config``, when it trained the same stages."""
     pace = _read().get(signature(config, threads))
     if pace is None or set(pace["per_step"]) != {n for n in STAGE_NAMES if getattr(config, n).enabled}:
         return None
-    steps = sum(pace["per_step"][name] * getattr(config, name).max_steps for name in pace["per_step"])
-    return steps + pace["export"] + pace["other"]
+    return pace
+
+
+def _steps_seconds(config: Text3DConfig, pace: dict, stages: tuple[str, ...]) -> float:
+    return sum(pace["per_step"][name] * getattr(config, name).max_steps for name in stages if name in pace["per_step"])
 
 
 def _path() -> Path:

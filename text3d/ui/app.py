@@ -14,6 +14,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from text3d.app import pace
 from text3d.app.chain import STAGE_NAMES
 from text3d.app.presets import generation_preset, load_config, prepare_prompt, runnable_presets
 from text3d.app.run_dir import DEFAULT_OUTPUT_ROOT
@@ -75,7 +76,12 @@ def job_status(job: Job) -> str:
         nxt = "exporting the textured mesh, OBJ and turntable" if n == len(stages) else "preparing the next stage"
         return f"**{p.stage}** done: {nxt}… ({total} in all)"
     losses = ", ".join(f"{k} {v:.4g}" for k, v in p.losses.items())
-    left = "estimating the time left" if p.eta is None else f"about {_clock(p.eta)} left"
+    if p.eta is None:
+        left = "estimating the time left"
+    else:  # the stages after this one at this machine's measured pace, when a finished run like this one gave it
+        later = pace.seconds_after(job.config, job.cpu_threads, p.stage) if job.cpu_threads else None
+        to_end = f" (about {_clock(p.eta + later)} to the end)" if later is not None else ""
+        left = f"about {_clock(p.eta)} left{to_end}"
     return (
         f"**{p.stage}** (stage {n} of {len(stages)}) · step {p.step} / {p.max_steps} · "
         f"{_clock(p.seconds)} in this stage, {left} · {total} in all"

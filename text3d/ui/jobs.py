@@ -18,6 +18,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import torch
+
 from text3d.app.jobs import JobResult, generate
 from text3d.app.schema import Text3DConfig
 from text3d.errors import TrainingError, UserError
@@ -40,6 +42,8 @@ class Job(Callback):
         self.waiting = False
         """True while another job still holds the runner (e.g. one that is stopping)."""
         self.progress: Progress | None = None
+        self.cpu_threads: int | None = None
+        """The CPU threads the job trains with (known from its first stage on)."""
         self.stage_done = False
         """The stage in ``progress`` has ended (the next stage, or the export, is being prepared)."""
         self.preview: Path | None = None
@@ -51,6 +55,7 @@ class Job(Callback):
 
     # --- trainer hooks (worker thread) ---
     def on_start(self, progress: Progress) -> None:
+        self.cpu_threads = torch.get_num_threads()  # the worker thread's, set by the job (make_accelerator)
         self._update(progress, stage_done=False)
 
     def on_step(self, progress: Progress) -> None:
