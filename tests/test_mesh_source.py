@@ -66,3 +66,16 @@ def test_procedural_dataset_carries_its_ground_truth(tiny_dataset):
     assert truth.is_watertight and truth.volume > 0
     radius = np.linalg.norm(truth.vertices, axis=1)
     assert radius.mean() == pytest.approx(0.5, abs=0.01)  # the procedural sphere
+
+
+def test_gltf_and_obj_files_are_y_up_and_ply_z_up(tmp_path):
+    cone = trimesh.creation.cone(radius=0.5, height=2.0)  # apex along +z
+    cone.export(tmp_path / "z_up.ply")
+    y_up = cone.copy()
+    y_up.vertices = y_up.vertices[:, [1, 2, 0]]  # the same cone in glTF's axes: apex along +Y
+    for name in ("y_up.glb", "y_up.obj"):
+        y_up.export(tmp_path / name)
+    for name in ("z_up.ply", "y_up.glb", "y_up.obj"):
+        v = load_mesh_asset(tmp_path / name).mesh.vertices
+        top = v[v[:, 2].argmax()]
+        assert top[2] > 0.6 and abs(top[0]) < 1e-4 and abs(top[1]) < 1e-4, name  # the apex is up in the world

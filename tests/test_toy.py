@@ -8,6 +8,7 @@ from trimesh.visual.material import PBRMaterial
 
 from text3d.data.objects import OBJECT_RADIUS
 from text3d.data.synthetic import ground_truth_mesh
+from text3d.renderer.axes import world_to_file
 from text3d.toy.judge import canonical_meshes, judge_color, judge_glb, judge_shape
 from text3d.toy.vocabulary import COLORS, SHAPES, caption, parse_caption
 from text3d.toy.world import render_toy_batch, sd_pyramid, toy_object
@@ -85,6 +86,7 @@ def test_judge_glb_textured_cylinder(tmp_path):
     uv = 0.5 + 0.4 * mesh.vertices[:, :2] / 0.9
     mesh.visual = trimesh.visual.TextureVisuals(uv=uv, material=PBRMaterial(baseColorTexture=image))
     mesh.apply_translation([0.3, -0.2, 0.1])
+    mesh.vertices = world_to_file(mesh.vertices)  # a GLB is +Y up
     path = tmp_path / "cylinder.glb"
     path.write_bytes(trimesh.exchange.gltf.export_glb(trimesh.Scene({"model": mesh})))
     verdict = judge_glb(path)
@@ -98,7 +100,8 @@ def test_judge_glb_reads_text3d_exports(tmp_path):
     mesh = canonical_meshes()["pyramid"]
     texture = np.zeros((16, 16, 3), np.uint8)
     texture[:] = np.round(np.array(COLORS["purple"]) * 255)
-    files = export_textured_mesh(mesh.vertices, mesh.faces, np.full((len(mesh.vertices), 2), 0.5), texture, tmp_path)
+    files = export_textured_mesh(world_to_file(mesh.vertices), mesh.faces, np.full((len(mesh.vertices), 2), 0.5),
+                                 texture, tmp_path)
     verdict = judge_glb(files["glb"])
     assert (verdict["shape"], verdict["color"]) == ("pyramid", "purple")
 

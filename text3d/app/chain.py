@@ -103,7 +103,7 @@ def _build_coarse(ctx: JobContext, _: Handover) -> CoarseStage:
 def _hand_on_coarse(stage: CoarseStage, h: Handover, ctx: JobContext, run_dir: Path) -> None:
     h.field = stage.field
     surface = extract_mesh(stage.field, ctx.config.export.isosurface)
-    write_mesh(surface, run_dir / "coarse.glb")
+    write_mesh(surface, run_dir / "coarse.glb", ctx.config.export)
     h.mesh = Mesh(torch.as_tensor(surface.vertices, dtype=torch.float32, device=ctx.device),
                   torch.as_tensor(surface.faces, dtype=torch.int64, device=ctx.device))
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
 from text3d.config import Range
-from text3d.export.config import IsosurfaceConfig, TextureExportConfig
+from text3d.export.config import ExportConfig
 from text3d.guide.config import ReconstructionGuideConfig, SDSConfig
 from text3d.prompt.config import PromptConfig
 from text3d.stage.config import CoarseConfig, GeometryConfig, TextureConfig, TrainerConfig
@@ -46,20 +46,6 @@ class MeshRenderConfig:
     """Rasterizer backend: nvdiffrast on CUDA when installed, else the torch twin."""
     supersample: Annotated[int, Range(1, 4)] = 1
     """Render this many times larger and box-filter down (smoother silhouettes; costs supersample^2)."""
-
-
-@dataclass
-class ExportConfig:
-    """Files written at the end of a run."""
-
-    isosurface: IsosurfaceConfig = field(default_factory=IsosurfaceConfig)
-    """Coarse mesh extraction from the NeRF's density (coarse.glb, and the mesh when geometry is disabled)."""
-    texture: TextureExportConfig = field(default_factory=TextureExportConfig)
-    """UV unwrapping, texture baking and the mesh files."""
-    turntable_frames: Annotated[int, Range(0, 3600)] = 60
-    """Frames of the turntable video (0: no video)."""
-    turntable_resolution: Annotated[int, Range(16, 2048)] = 512
-    """Side of the turntable video and contact sheet images, pixels."""
 
 
 @dataclass

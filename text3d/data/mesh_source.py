@@ -14,10 +14,13 @@ from torch import Tensor
 
 from text3d.data.objects import OBJECT_RADIUS
 from text3d.errors import UserError
+from text3d.renderer.axes import file_to_world
 from text3d.renderer.cameras import Cameras
 from text3d.renderer.mesh import Mesh, MeshRenderer
 
 MESH_SUFFIXES = (".obj", ".glb", ".gltf", ".ply", ".stl", ".off")
+Y_UP_SUFFIXES = (".obj", ".glb", ".gltf")
+"""Files read in glTF's axes (+Y up); the others are z-up."""
 DEFAULT_GREY = 0.7
 
 
@@ -37,7 +40,12 @@ class MeshAsset:
 
 
 def load_mesh_asset(path: str | os.PathLike, radius: float = OBJECT_RADIUS) -> MeshAsset:
-    """Read a mesh file, centre it on its bounding box and scale it to fit a sphere of ``radius``."""
+    """Read a mesh file, turn it into the world's axes, centre it on its bounding box and scale it to fit a sphere of
+    ``radius``.
+
+    GLB/glTF and OBJ are read in glTF's axes (+Y up, front +Z: the spec's, and what text3d and most tools write);
+    PLY, STL and OFF as z-up (the usual axes of scans and 3D-print files), like the world.
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"mesh file {path} does not exist")
@@ -49,6 +57,8 @@ def load_mesh_asset(path: str | os.PathLike, radius: float = OBJECT_RADIUS) -> M
     if not isinstance(loaded, trimesh.Trimesh) or len(loaded.faces) == 0:
         raise UserError(f"mesh file {path} holds no triangles")
     v = np.asarray(loaded.vertices, dtype=np.float64)
+    if path.suffix.lower() in Y_UP_SUFFIXES:
+        v = file_to_world(v)
     if not np.isfinite(v).all():
         raise UserError(f"mesh file {path} has non-finite vertex positions")
     center = 0.5 * (v.min(0) + v.max(0))

@@ -20,10 +20,11 @@ log = logging.getLogger(__name__)
 def export_assets(mesh: Mesh, albedo_field: nn.Module, config, out_dir: Path, renderer: MeshRenderer,
                   orbit: Cameras) -> TexturedMesh:
     """Bake ``albedo_field`` onto ``mesh``, write model.glb / model.obj+mtl+png, a contact sheet of the exported
-    mesh from the ``orbit`` views and a turntable video; all from the files' own mesh and texture."""
+    mesh from the ``orbit`` views and a turntable video; all from the files' own mesh and texture (in the world's
+    frame, where the cameras are: the files hold it placed, see :mod:`text3d.export.placement`)."""
     ex = config.export
     with torch.no_grad():
-        asset = bake_and_export(mesh.vertices, mesh.faces, albedo_field.albedo, out_dir, ex.texture, "model",
+        asset = bake_and_export(mesh.vertices, mesh.faces, albedo_field.albedo, out_dir, ex, "model",
                                 config.mesh_render.rasterizer)
         res = ex.turntable_resolution
         sheet = render_asset(asset, renderer, orbit.with_size(res, res))
@@ -48,10 +49,13 @@ def export_assets(mesh: Mesh, albedo_field: nn.Module, config, out_dir: Path, re
 
 
 def asset_summary(asset: TexturedMesh) -> dict:
+    """metrics.json's account of the export: counts, the size in the files (metres, x y z with +Y up), the files."""
+    placed = asset.placement.points(asset.vertices)
     return {
         "faces": len(asset.faces),
         "vertices": len(asset.vertices),
         "texture_size": int(asset.texture.shape[0]),
+        "size_m": [round(float(s), 4) for s in placed.max(0) - placed.min(0)],
         "files": sorted(p.name for p in asset.files.values()),
     }
 

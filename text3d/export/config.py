@@ -1,8 +1,9 @@
-"""The settings of the export: the coarse isosurface and the textured mesh files (plain dataclasses; no torch)."""
+"""The settings of the export: the coarse isosurface, the textured mesh files and where the asset stands in them
+(plain dataclasses; no torch)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
 from text3d.config import Range
@@ -36,3 +37,24 @@ class TextureExportConfig:
     """glTF roughness factor: baked albedo has no specular information, so mostly matte (metallic is 0)."""
     formats: tuple[MeshFormat, ...] = ("glb", "obj")
     """Files to write: glb (one binary glTF), obj (OBJ + MTL + PNG)."""
+
+
+@dataclass
+class ExportConfig:
+    """Files written at the end of a run, in glTF's axes (+Y up, the front — what the camera at azimuth 0 sees —
+    facing +Z, metres; OBJ in the same axes)."""
+
+    isosurface: IsosurfaceConfig = field(default_factory=IsosurfaceConfig)
+    """Coarse mesh extraction from the NeRF's density (coarse.glb, and the mesh when geometry is disabled)."""
+    texture: TextureExportConfig = field(default_factory=TextureExportConfig)
+    """UV unwrapping, texture baking and the mesh files."""
+    height_m: Annotated[float, Range(0.0, 10_000.0)] = 1.0
+    """Height of the asset in the files, metres along +Y (0: the scene's own units, the field's cube being
+    2 x coarse.field.radius across)."""
+    origin: Literal["bottom", "center"] = "bottom"
+    """The files' origin: 'bottom' (the centre of the asset's footprint: it stands on y = 0) or 'center' (its
+    bounding box's centre)."""
+    turntable_frames: Annotated[int, Range(0, 3600)] = 60
+    """Frames of the turntable video (0: no video)."""
+    turntable_resolution: Annotated[int, Range(16, 2048)] = 512
+    """Side of the turntable video and contact sheet images, pixels."""

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 import trimesh
 
-from text3d.export.config import IsosurfaceConfig
+from text3d.export.config import ExportConfig, IsosurfaceConfig
+from text3d.export.placement import place
 from text3d.field.base import surface_level
 from text3d.io import atomic_path
 
@@ -51,7 +52,12 @@ def extract_mesh(field, config: IsosurfaceConfig) -> trimesh.Trimesh:
     )
 
 
-def write_mesh(mesh: trimesh.Trimesh, path: Path) -> None:
-    """Write a mesh atomically; the format follows the suffix (.glb, .obj, .ply)."""
+def write_mesh(mesh: trimesh.Trimesh, path: Path, config: ExportConfig) -> None:
+    """Write the world-frame ``mesh`` atomically, placed as ``config`` says (glTF axes, height, origin; see
+    :mod:`text3d.export.placement`); the format follows the suffix (.glb, .obj, .ply)."""
+    placement = place(mesh.vertices, config.height_m, config.origin)
+    placed = trimesh.Trimesh(placement.points(mesh.vertices), mesh.faces,
+                             vertex_normals=placement.directions(mesh.vertex_normals), visual=mesh.visual.copy(),
+                             process=False)
     with atomic_path(path) as tmp:
-        mesh.export(tmp, file_type=path.suffix.lstrip("."))
+        placed.export(tmp, file_type=path.suffix.lstrip("."))

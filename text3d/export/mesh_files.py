@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +16,8 @@ from torch import Tensor
 from trimesh.visual.material import PBRMaterial, SimpleMaterial
 
 from text3d.export.bake import bake_texture
-from text3d.export.config import TextureExportConfig
+from text3d.export.config import ExportConfig, TextureExportConfig
+from text3d.export.placement import Placement, place
 from text3d.export.uv import unwrap
 from text3d.io import atomic_open
 from text3d.renderer.rasterizer import Backend
@@ -34,6 +37,8 @@ class TexturedMesh:
     """[S, S, 3] uint8, row 0 at the top (v = 1)."""
     files: dict[str, Path]
     """Written files by kind: glb, obj, mtl, png (and, once rendered, contact_sheet and turntable)."""
+    placement: Placement
+    """How the files' vertices follow from ``vertices`` (world frame): glTF axes, height, origin."""
 
 
 def bake_and_export(
@@ -41,22 +46,26 @@ def bake_and_export(
     faces: Tensor,
     color_fn: Callable[[Tensor], Tensor],
     out_dir: Path,
-    config: TextureExportConfig | None = None,
+    config: ExportConfig | None = None,
     name: str = "model",
     backend: Backend = "auto",
 ) -> TexturedMesh:
-    """Unwrap, bake ``color_fn`` and write the files of ``config.formats``; see :func:`export_textured_mesh`.
+    """Unwrap, bake ``color_fn`` and write the files of ``config.texture.formats``, placed as ``config`` says; see
+    :func:`export_textured_mesh`.
 
-    ``vertices: [V, 3]`` float (``color_fn`` is called on points on their device), ``faces: [F, 3]`` int;
-    ``color_fn`` maps world points ``[N, 3]`` to colours ``[N, 3]`` in [0, 1].
+    ``vertices: [V, 3]`` float world positions (``color_fn`` is called on points on their device), ``faces: [F, 3]``
+    int; ``color_fn`` maps world points ``[N, 3]`` to colours ``[N, 3]`` in [0, 1]. The returned mesh is in the
+    world's frame, as the renders of the asset need it; the files hold it placed.
     """
-    config = config or TextureExportConfig()
-    v, f, uv = unwrap(vertices.detach().cpu().numpy(), faces.cpu().numpy(), timeout=config.timeout,
-                      max_faces=config.max_faces, texture_size=config.texture_size, padding=config.padding)
+    config = config or ExportConfig()
+    tex = config.texture
+    v, f, uv = unwrap(vertices.detach().cpu().numpy(), faces.cpu().numpy(), timeout=tex.timeout,
+                      max_faces=tex.max_faces, texture_size=tex.texture_size, padding=tex.padding)
     v_dev = torch.from_numpy(v).to(device=vertices.device, dtype=torch.float32)
-    texture = bake_texture(v_dev, f, uv, color_fn, size=config.texture_size, padding=config.padding, backend=backend)
-    files = export_textured_mesh(v, f, uv, texture, out_dir, name, config)
-    return TexturedMesh(v.astype(np.float32), f, uv, texture, files)
+    texture = bake_texture(v_dev, f, uv, color_fn, size=tex.texture_size, padding=tex.padding, backend=backend)
+    placement = place(v, config.height_m, config.origin)
+    files = export_textured_mesh(placement.points(v), f, uv, texture, out_dir, name, tex)
+    return TexturedMesh(v.astype(np.float32), f, uv, texture, files, placement)
 
 
 def export_textured_mesh(
@@ -70,9 +79,12 @@ def export_textured_mesh(
 ) -> dict[str, Path]:
     """Write ``{name}.glb`` and/or ``{name}.obj`` + ``{name}.mtl`` + ``{name}.png`` into ``out_dir``.
 
-    ``vertices: [V, 3]``, ``faces: [F, 3]``, ``uvs: [V, 2]`` with v up (OBJ convention; trimesh flips it for glTF),
-    ``texture: [H, W, 3]`` uint8 in image row order, as :func:`text3d.export.bake.bake_texture` makes it.
-    The GLB has smooth NORMALs, TEXCOORD_0 and a metallic-roughness material with the texture as base colour.
+    ``vertices: [V, 3]`` as the files hold them (see :mod:`text3d.export.placement`), ``faces: [F, 3]``,
+    ``uvs: [V, 2]`` with v up (OBJ convention; trimesh flips it for glTF), ``texture: [H, W, 3]`` uint8 sRGB in
+    image row order, as :func:`text3d.export.bake.bake_texture` makes it.
+    The GLB has smooth NORMALs, TEXCOORD_0 and a metallic-roughness material (metallic 0, ``config.roughness``) with
+    the texture as base colour, sampled with mipmaps and clamped at the atlas' edges; it is double-sided only
+    when the surface has holes, through which its inside shows.
     Each file is renamed into place only once complete; the OBJ comes last, after the MTL and PNG it names.
     Returns the written paths by kind: ``glb``, ``obj``, ``mtl``, ``png``.
     """
@@ -80,14 +92,18 @@ def export_textured_mesh(
     out_dir = Path(out_dir)
     vertices, faces, uvs = np.asarray(vertices, np.float64), np.asarray(faces, np.int64), np.asarray(uvs, np.float64)
     image = PIL.Image.fromarray(np.ascontiguousarray(texture, np.uint8))
-    normals = _welded_normals(vertices, faces)
+    welded = _welded(vertices, faces)
+    normals = welded.vertex_normals[welded.metadata["inverse"]]
+    # A vertex touched only by degenerate faces has no normal; glTF requires unit NORMALs.
+    normals[~np.isclose(np.linalg.norm(normals, axis=1), 1.0, atol=1e-3)] = (0.0, 1.0, 0.0)
     written: dict[str, Path] = {}
     if "glb" in config.formats:
         material = PBRMaterial(name=name, baseColorTexture=image, baseColorFactor=[255, 255, 255, 255],
-                               metallicFactor=0.0, roughnessFactor=config.roughness)
+                               metallicFactor=0.0, roughnessFactor=config.roughness,
+                               doubleSided=not welded.is_watertight)
         mesh = _textured(vertices, faces, normals, uvs, material)
         glb = trimesh.exchange.gltf.export_glb(trimesh.Scene({name: mesh}), include_normals=True)
-        written["glb"] = _write(out_dir / f"{name}.glb", glb)
+        written["glb"] = _write(out_dir / f"{name}.glb", _finish_glb(glb))
     if "obj" in config.formats:
         # White diffuse and no specular: viewers multiply Kd into map_Kd, and trimesh's PBR->MTL default is 0.4 grey.
         material = SimpleMaterial(image=image, diffuse=[255, 255, 255, 255], ambient=[0, 0, 0, 255],
@@ -108,18 +124,43 @@ def _textured(vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray, uvs:
                            visual=trimesh.visual.TextureVisuals(uv=uvs, material=material))
 
 
-def _welded_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Unit vertex normals ``[V, 3]`` computed with coincident vertices merged.
+def _welded(vertices: np.ndarray, faces: np.ndarray) -> trimesh.Trimesh:
+    """The mesh with coincident vertices merged; ``metadata["inverse"]`` maps each input vertex to its merged one.
 
-    UV seams duplicate vertices; normals of the split mesh would differ across a seam and show it in the shading.
+    UV seams duplicate vertices: normals of the split mesh would differ across a seam and show it in the shading,
+    and the split mesh is never watertight.
     """
     unique, inverse = np.unique(vertices, axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)
-    normals = trimesh.Trimesh(unique, inverse[faces], process=False).vertex_normals[inverse]
-    # A vertex touched only by degenerate faces has no normal; glTF requires unit NORMALs.
-    bad = ~np.isclose(np.linalg.norm(normals, axis=1), 1.0, atol=1e-3)
-    normals[bad] = (0.0, 0.0, 1.0)
-    return normals
+    welded = trimesh.Trimesh(unique, inverse[faces], process=False)
+    welded.metadata["inverse"] = inverse
+    return welded
+
+
+# Trilinear filtering with mipmaps, and no wrap-around: a texture atlas' charts end at its edges.
+_SAMPLER = {"magFilter": 9729, "minFilter": 9987, "wrapS": 33071, "wrapT": 33071}
+_ARRAY_BUFFER, _ELEMENT_ARRAY_BUFFER = 34962, 34963
+
+
+def _finish_glb(glb: bytes) -> bytes:
+    """What trimesh leaves out of ``glb``: :data:`_SAMPLER` for every texture (without one, filtering is up to each
+    viewer), and each vertex and index buffer view's ``target`` (a GPU upload hint the validator asks for)."""
+    json_length, = struct.unpack_from("<I", glb, 12)
+    doc = json.loads(glb[20:20 + json_length])
+    doc["samplers"] = [_SAMPLER]
+    for texture in doc.get("textures", []):
+        texture["sampler"] = 0
+    for mesh in doc["meshes"]:
+        for primitive in mesh["primitives"]:
+            for accessor in primitive["attributes"].values():
+                doc["bufferViews"][doc["accessors"][accessor]["bufferView"]]["target"] = _ARRAY_BUFFER
+            if "indices" in primitive:
+                doc["bufferViews"][doc["accessors"][primitive["indices"]]["bufferView"]]["target"] = _ELEMENT_ARRAY_BUFFER
+    chunk = json.dumps(doc, separators=(",", ":")).encode()
+    chunk += b" " * (-len(chunk) % 4)  # chunks are 4-byte aligned; JSON pads with spaces
+    rest = glb[20 + json_length:]
+    header = struct.pack("<4sII", b"glTF", 2, 12 + 8 + len(chunk) + len(rest))
+    return header + struct.pack("<I4s", len(chunk), b"JSON") + chunk + rest
 
 
 def _write(path: Path, data: bytes) -> Path:

@@ -16,6 +16,7 @@ import trimesh
 from scipy.spatial import cKDTree
 
 from text3d.data.synthetic import ground_truth_mesh
+from text3d.renderer.axes import file_to_world
 from text3d.toy.vocabulary import COLORS, SHAPES, parse_caption
 from text3d.toy.world import render_toy_batch, toy_object
 
@@ -137,9 +138,9 @@ def surface_colors(mesh: trimesh.Trimesh, n: int = SAMPLES, seed: int = 0) -> np
 def judge_glb(path: str | os.PathLike) -> dict[str, object]:
     """Judge a (textured) GLB: ``{"shape", "shape_distances", "color", "color_distances"}``.
 
-    The file is read in text3d's own axes (z-up, as its exports write them). All its meshes (placed by the scene
-    graph) count; the colour is that of the albedo over the whole
-    surface, each mesh weighted by its area.
+    The file is read in glTF's axes (+Y up, as text3d's exports write them) and turned into the world's z-up ones.
+    All its meshes (placed by the scene graph) count; the colour is that of the albedo over the whole surface, each
+    mesh weighted by its area.
     """
     loaded = trimesh.load(path)
     meshes = loaded.dump() if isinstance(loaded, trimesh.Scene) else [loaded]
@@ -150,7 +151,8 @@ def judge_glb(path: str | os.PathLike) -> dict[str, object]:
     colors = np.concatenate(
         [surface_colors(m, max(1, round(SAMPLES * m.area / total)), seed=i) for i, m in enumerate(meshes)]
     )
-    geometry = trimesh.util.concatenate([trimesh.Trimesh(m.vertices, m.faces, process=False) for m in meshes])
+    geometry = trimesh.util.concatenate([trimesh.Trimesh(file_to_world(m.vertices), m.faces, process=False)
+                                         for m in meshes])
     return _verdict(judge_shape(geometry)[1], colors)
 
 
