@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import trimesh
 import yaml
@@ -53,6 +54,7 @@ def test_every_config_key_is_documented():
         ("coarse.lr_encoding=-1", r"'coarse\.lr_encoding' must be > 0"),
         ("coarse.renderer.shading=shiny", r"'coarse\.renderer\.shading'"),
         ("coarse.camera.fov_range=[70,40]", r"coarse\.camera"),
+        ("export.compress=[meshopt,draco]", r"'export': compress takes one geometry codec"),
     ],
 )
 def test_config_errors_are_one_line_with_exit_code_2(override, message, tiny_dataset, tmp_path, capsys):
@@ -130,6 +132,37 @@ def test_export_rebuilds_the_files_from_checkpoints(tiny_dataset, tmp_path, caps
     code, _, err = run(["export", str(tmp_path / "nothing-here")], capsys)
     assert code == 2 and "not a text3d run directory" in err
 
+    # Other export settings: the files follow them, config.yaml records them, the test views score the new mesh.
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    before = metrics["export"]
+    metrics["export"] = {k: v for k, v in before.items() if not k.startswith("psnr")}
+    (out_dir / "metrics.json").write_text(json.dumps(metrics))  # so that scores found after are new ones
+    code, _, err = run(["export", str(out_dir), "export.height_m=0.25", "export.texture.texture_size=64"], capsys)
+    assert code == 0, err
+    mesh = trimesh.load(out_dir / "model.glb", force="mesh", process=False)
+    assert np.ptp(mesh.vertices[:, 1]) == pytest.approx(0.25, abs=1e-4)
+    assert mesh.visual.material.baseColorTexture.size == (64, 64)
+    saved = yaml.safe_load((out_dir / "config.yaml").read_text())["export"]
+    assert saved["height_m"] == 0.25 and saved["texture"]["texture_size"] == 64
+    after = json.loads((out_dir / "metrics.json").read_text())["export"]
+    assert after["size_m"][1] == pytest.approx(0.25, abs=1e-4) and after["texture_size"] == 64
+    assert len(after["psnr_per_view"]) == 3 and after["psnr"] == pytest.approx(before["psnr"], abs=1.0)
+    config_before = (out_dir / "config.yaml").read_text()
+    for bad, message in (("coarse.max_steps=1", "only export.* settings can change on re-export"),
+                         ("export.height_m=-1", "export.height_m")):
+        code, _, err = run(["export", str(out_dir), bad], capsys)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+    assert (out_dir / "config.yaml").read_text() == config_before
+
+
+def test_compression_without_its_tool_is_one_line_before_the_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no gltf-transform there
+    code, _, err = run(["generate", "a red cube", "--preset", "toy", "--out", str(tmp_path / "r"),
+                        "export.compress=[meshopt,webp]"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "export.compress=meshopt,webp needs glTF Transform's 'gltf-transform' command on PATH" in err
+    assert not (tmp_path / "r").exists()
+
 
 def test_quiet_generate_prints_no_library_progress_bars(tmp_path):
     """In a fresh process (as a user runs it): the model libraries' own loading bars stay hidden."""
@@ -152,6 +185,7 @@ def test_quiet_generate_prints_no_library_progress_bars(tmp_path):
         ["batch", "no-such-prompts.txt"],
         ["config", "coarse.max_step=3"],
         ["ui", "--max-queue", "0"],
+        ["export", "outputs/no-such-run", "coarse.max_steps=1"],
     ],
 )
 def test_mistakes_answer_before_torch_is_imported(argv):

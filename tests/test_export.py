@@ -1,10 +1,13 @@
+import csv
 import io
 import json
+import os
 import shutil
 import struct
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +19,7 @@ import trimesh
 from text3d.errors import TrainingError
 from text3d.export import uv as uv_module
 from text3d.export.bake import bake_texture, dilate
+from text3d.export.compress import compress_glb
 from text3d.export.mesh_files import TextureExportConfig, bake_and_export, export_textured_mesh
 from text3d.export.uv import unwrap
 from text3d.export.video import contact_sheet, write_contact_sheet, write_turntable
@@ -218,15 +222,20 @@ def test_export_only_requested_formats(tmp_path, unwrapped, baked):
     assert set(paths) == {"obj", "mtl", "png"}
 
 
-def test_glb_passes_khronos_validator(exported):
+def validate(path: Path) -> dict:
+    """The Khronos glTF-Validator's issues with a file (skips the test without node or the validator)."""
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is not installed")
     if not (GLTF_DIR / "node_modules" / "gltf-validator").is_dir():
         pytest.skip("gltf-validator is not installed: npm install --prefix tests/gltf --no-package-lock")
-    result = subprocess.run([node, str(GLTF_DIR / "validate.mjs"), str(exported["glb"])], capture_output=True,
-                            text=True, timeout=60, check=True)
-    issues = json.loads(result.stdout)["issues"]
+    result = subprocess.run([node, str(GLTF_DIR / "validate.mjs"), str(path)], capture_output=True, text=True,
+                            timeout=60, check=True)
+    return json.loads(result.stdout)["issues"]
+
+
+def test_glb_passes_khronos_validator(exported):
+    issues = validate(exported["glb"])
     assert (issues["numErrors"], issues["numWarnings"], issues["numInfos"], issues["numHints"]) == (0, 0, 0, 0), \
         issues["messages"]
 
@@ -331,6 +340,125 @@ def test_blender_imports_the_asset_upright_textured_and_matte(placed):
         np.testing.assert_allclose(obj["top"], [x, -z, y], atol=1e-4, err_msg=kind)
         (material,) = obj["materials"]
         assert material["base_color_image"] and material["metallic"] == 0.0 and not material["metallic_linked"], kind
+
+
+def test_the_usdz_holds_the_same_asset_and_passes_usd_validation(tmp_path):
+    pytest.importorskip("pxr", reason="usd-core is not installed (pip install 'text3d[usd]')")
+    from pxr import Usd, UsdGeom, UsdShade, UsdValidation
+
+    from text3d.export.config import ExportConfig
+
+    mesh = cone_with_a_front_marker()
+    config = ExportConfig(height_m=1.5, texture=TextureExportConfig(formats=("glb", "usdz"), texture_size=SIZE))
+    asset = bake_and_export(torch.from_numpy(mesh.vertices).float(), torch.from_numpy(mesh.faces), position_color,
+                            tmp_path, config)
+    stage = Usd.Stage.Open(str(asset.files["usdz"]))
+    assert (UsdGeom.GetStageUpAxis(stage), UsdGeom.GetStageMetersPerUnit(stage)) == ("Y", 1.0)
+    assert stage.GetDefaultPrim().GetPath() == "/model"
+    errors = UsdValidation.ValidationContext(UsdValidation.ValidationRegistry().GetOrLoadAllValidators()).Validate(
+        stage)  # every validator usd-core has, those of usdz packages among them
+    assert [e.GetMessage() for e in errors] == []
+    usd_mesh = UsdGeom.Mesh(stage.GetPrimAtPath("/model/mesh"))
+    np.testing.assert_allclose(np.array(usd_mesh.GetPointsAttr().Get()), asset.placement.points(asset.vertices),
+                               atol=1e-6)  # the GLB's placement: +Y up, 1.5 m, on the ground
+    np.testing.assert_array_equal(np.array(usd_mesh.GetFaceVertexIndicesAttr().Get()).reshape(-1, 3), asset.faces)
+    st = UsdGeom.PrimvarsAPI(usd_mesh).GetPrimvar("st")
+    np.testing.assert_allclose(np.array(st.Get()), asset.uvs, atol=1e-6)
+    assert usd_mesh.GetDoubleSidedAttr().Get() is False
+    material, _ = UsdShade.MaterialBindingAPI(usd_mesh.GetPrim()).ComputeBoundMaterial()
+    surface = material.ComputeSurfaceSource()[0]
+    assert surface.GetIdAttr().Get() == "UsdPreviewSurface" and surface.GetInput("metallic").Get() == 0.0
+    (source,) = surface.GetInput("diffuseColor").GetConnectedSources()[0]
+    texture = UsdShade.Shader(source.source.GetPrim())
+    assert texture.GetIdAttr().Get() == "UsdUVTexture" and texture.GetInput("sourceColorSpace").Get() == "sRGB"
+    with zipfile.ZipFile(asset.files["usdz"]) as package:
+        name = texture.GetInput("file").Get().path
+        image = np.asarray(PIL.Image.open(io.BytesIO(package.read(name))).convert("RGB"))
+    np.testing.assert_array_equal(image, asset.texture)
+
+
+def test_usdz_without_usd_core_is_refused_before_a_run(monkeypatch):
+    from text3d.errors import UserError
+    from text3d.export import usdz
+    from text3d.export.config import ExportConfig
+    from text3d.export.requirements import check_export_tools
+
+    monkeypatch.setattr(usdz.importlib.util, "find_spec", lambda name: None)
+    check_export_tools(ExportConfig())  # glb + obj need nothing more
+    with pytest.raises(UserError, match=r"usdz, which needs usd-core \(pip install 'text3d\[usd\]'\)"):
+        check_export_tools(ExportConfig(texture=TextureExportConfig(formats=("glb", "usdz"))))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Compressed copies (glTF Transform)
+
+GLTF_TRANSFORM = GLTF_DIR / "node_modules" / ".bin" / "gltf-transform"
+
+
+@pytest.fixture
+def gltf_transform(monkeypatch) -> Path:
+    """glTF Transform's command from tests/gltf, first on PATH (where text3d looks for it)."""
+    if shutil.which("node") is None or not GLTF_TRANSFORM.is_file():
+        pytest.skip("glTF Transform is not installed: npm install --prefix tests/gltf --no-package-lock")
+    monkeypatch.setenv("PATH", f"{GLTF_TRANSFORM.parent}{os.pathsep}{os.environ['PATH']}")
+    return GLTF_TRANSFORM
+
+
+def inspect_glb(tool: Path, path: Path) -> dict:
+    """What ``gltf-transform inspect`` reads in a GLB once decoded: triangles, vertices, bounding box."""
+    out = subprocess.run([str(tool), "inspect", str(path), "--format", "csv"], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    sections: dict[str, list[list[str]]] = {}
+    title = ""
+    for line in out.splitlines():
+        if line.strip().isalpha():  # a section's title: OVERVIEW, SCENES, MESHES, ...
+            title = line.strip()
+        elif "," in line:
+            sections.setdefault(title, []).append(next(csv.reader([line])))
+    scene, mesh = (dict(zip(*sections[name][:2])) for name in ("SCENES", "MESHES"))  # header row, first row
+    box = [[float(x) for x in scene[k].split(",")] for k in ("bboxMin", "bboxMax")]
+    return {"triangles": int(mesh["glPrimitives"]), "vertices": int(mesh["vertices"]), "bbox": np.array(box)}
+
+
+@pytest.mark.parametrize(("compress", "extensions"), [
+    (("meshopt",), {"EXT_meshopt_compression", "KHR_mesh_quantization"}),
+    (("webp", "draco"), {"KHR_draco_mesh_compression", "EXT_texture_webp"}),
+])
+def test_the_compressed_copy_validates_and_holds_the_same_mesh(placed, tmp_path, gltf_transform, compress, extensions):
+    src = tmp_path / "model.glb"
+    shutil.copy(placed[0].files["glb"], src)
+    plain = src.read_bytes()
+    dst = compress_glb(src, compress)
+    assert dst == tmp_path / f"model.{compress[-1]}{'.webp' if 'webp' in compress else ''}.glb"
+    assert src.read_bytes() == plain
+    assert dst.stat().st_size < len(plain)
+    assert set(read_glb(dst)[0]["extensionsRequired"]) == extensions
+    issues = validate(dst)
+    # The validator cannot decode meshopt or Draco: it says so (UNSUPPORTED_EXTENSION), and so cannot see that the
+    # plain buffers Draco leaves are used (UNUSED_OBJECT). Both are infos; errors and warnings must be none.
+    assert (issues["numErrors"], issues["numWarnings"]) == (0, 0), issues["messages"]
+    assert {m["code"] for m in issues["messages"]} <= {"UNSUPPORTED_EXTENSION", "UNUSED_OBJECT"}, issues["messages"]
+    before, after = inspect_glb(gltf_transform, src), inspect_glb(gltf_transform, dst)
+    assert after["triangles"] == before["triangles"]
+    if "meshopt" in compress:  # lossless but for 16-bit positions
+        assert after["vertices"] == before["vertices"]
+        np.testing.assert_allclose(after["bbox"], before["bbox"], atol=1e-4)
+    else:  # Draco re-indexes (a few more vertices) and quantizes positions to 14 bits
+        assert before["vertices"] <= after["vertices"] <= 1.02 * before["vertices"]
+        np.testing.assert_allclose(after["bbox"], before["bbox"], atol=2e-3)
+
+
+def test_a_failing_compression_is_one_training_error_and_keeps_the_glb(tmp_path, monkeypatch):
+    tool = tmp_path / "bin" / "gltf-transform"
+    tool.parent.mkdir()
+    tool.write_text("#!/bin/sh\necho 'error: unsupported input' >&2\nexit 3\n")
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tool.parent))
+    src = tmp_path / "model.glb"
+    src.write_bytes(b"glTF")
+    with pytest.raises(TrainingError, match=r"gltf-transform meshopt failed \(error: unsupported input\)"):
+        compress_glb(src, ("meshopt",))
+    assert src.read_bytes() == b"glTF" and sorted(p.name for p in tmp_path.iterdir()) == ["bin", "model.glb"]
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -16,12 +16,20 @@ from huggingface_hub.utils import disable_progress_bars
 
 from text3d import __version__
 from text3d.app.arguments import path_argument
-from text3d.app.presets import GPU_PRESET, TOY_PRESET, generation_preset, load_config, prepare_prompt
+from text3d.app.presets import (
+    GPU_PRESET,
+    TOY_PRESET,
+    generation_preset,
+    load_config,
+    prepare_prompt,
+    with_export_overrides,
+)
 from text3d.app.run_dir import DEFAULT_OUTPUT_ROOT, run_names
 from text3d.app.schema import Text3DConfig
 from text3d.batch import add_batch_parser, cmd_batch
 from text3d.config import Range, describe, field_range, to_yaml
 from text3d.errors import TrainingError, UserError
+from text3d.export.requirements import check_export_tools
 from text3d.io import os_reason
 from text3d.stage.config import STAGE_NAMES
 from text3d.ui.command import add_ui_parser, cmd_ui
@@ -72,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=path_argument, help="a run directory (holds config.yaml and checkpoints/)")
     p.add_argument("--from-stage", choices=STAGE_NAMES,
                    help="export what the stages up to this one made (default: the last stage the run trained)")
+    p.add_argument("overrides", nargs="*", metavar="export.KEY=VALUE",
+                   help="export settings to change, e.g. export.height_m=0.3 (config.yaml then records them)")
 
     p = sub.add_parser(
         "make-dataset",
@@ -114,6 +124,7 @@ def _check_overrides(overrides: list[str]) -> None:
 def _run_job(args: argparse.Namespace, verb: str, extra: list[tuple[str, object]], name: str | None = None) -> int:
     """Shared by the training verbs: config from preset + options + overrides, run directory, progress bar."""
     config = load_config(args.preset, args.overrides, extra)
+    check_export_tools(config.export)
     if verb == "generate":
         config, note = prepare_prompt(config)
         if note:
@@ -166,9 +177,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from text3d.app.jobs import export_run  # torch: only once the arguments are read
+    _check_overrides(args.overrides)
+    check_export_tools(with_export_overrides(Text3DConfig(), args.overrides).export)  # before torch
+    from text3d.app.jobs import export_run
 
-    result = export_run(args.run_dir, args.from_stage)
+    result = export_run(args.run_dir, args.from_stage, args.overrides)
     print(f"wrote {_written(result.metrics['export'], args.run_dir)} in {args.run_dir}")
     return 0
 

@@ -13,6 +13,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -21,12 +22,13 @@ import trimesh
 
 from text3d.app import pace
 from text3d.app.chain import JobContext, last_checkpointed_stage, run_stages
-from text3d.app.presets import prepare_prompt
+from text3d.app.presets import prepare_prompt, with_export_overrides
 from text3d.app.run_dir import RunDir, is_finished, saved_config
 from text3d.app.schema import Text3DConfig
-from text3d.data.nerf_synthetic import load_views
+from text3d.data.nerf_synthetic import ViewSet, load_views
 from text3d.errors import UserError
 from text3d.export.assets import asset_summary, export_assets, render_asset
+from text3d.export.requirements import check_export_tools
 from text3d.guide.models import ModelConfig, load_diffusion_model
 from text3d.guide.reconstruction import DatasetViewSampler, ReconstructionGuide
 from text3d.guide.sds import make_sds_guide
@@ -110,39 +112,72 @@ def generation_context(config: Text3DConfig) -> JobContext:
                       lambda camera: CameraSampler(camera).orbit())
 
 
-def export_run(run_dir: Path, from_stage: str | None = None) -> JobResult:
+def export_run(run_dir: Path, from_stage: str | None = None, overrides: Sequence[str] = ()) -> JobResult:
     """Rebuild a run's files from its checkpoints, with its saved config: the stage chain with every stage loaded
     from its newest checkpoint, none trained.
 
     A finished run is exported from what its last stage made: a missing or unreadable checkpoint of a stage it
     trained is an error, unless ``from_stage`` names the last stage to export from (the later ones pass through).
-    An unfinished run is exported from its last checkpointed stage. ``metrics.json``'s export entry is updated.
+    An unfinished run is exported from its last checkpointed stage. ``overrides`` (``export.KEY=VALUE``) change how
+    the files are written; once they are, ``config.yaml`` records the new settings. ``metrics.json``'s export entry
+    is updated: a reconstruction whose dataset is still there is scored again on its test views.
     """
     run = RunDir(Path(run_dir))
     if not run.config_path.exists():  # before hold(), which would create the folder
         raise UserError(f"{run_dir} is not a text3d run directory (no config.yaml)")
     with run.hold():
-        config = saved_config(run.path)
+        saved = saved_config(run.path)
+        config = with_export_overrides(saved, overrides)
+        check_export_tools(config.export)
         last = from_stage
         if last is None and not is_finished(run.path):
             last = last_checkpointed_stage(run.path) or STAGE_NAMES[0]
             log.info("export: %s is unfinished; exporting what the %s stage made", run.path, last)
+        test = _test_views(config)
         ctx = JobContext(config, make_accelerator(config.trainer), lambda _: _NoGuide(),
-                         lambda camera, _: CameraSampler(camera), lambda camera: CameraSampler(camera).orbit())
+                         lambda camera, _: CameraSampler(camera), lambda camera: CameraSampler(camera).orbit(), test)
         handover = run_stages(ctx, run.path, train=False, last=last)
+        exporting = time.perf_counter()
         asset = export_assets(handover.mesh, handover.albedo, config, run.path, ctx.renderer,
                               ctx.eval_cameras(config.coarse.camera))
+        seconds = round(time.perf_counter() - exporting, 2)
+        if config != saved:
+            run.save_config(config)
         metrics_path = run.path / "metrics.json"
         metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-        # Exported from the whole chain, the files are those the run wrote: its scores of them still hold.
-        kept = metrics.get("export", {}) if last is None else {}
-        metrics["export"] = {**kept, **asset_summary(asset), "from_stage": last or STAGE_NAMES[-1]}
+        # The same files as the run wrote (whole chain, same settings): the run's scores of them still hold.
+        kept = metrics.get("export", {}) if last is None and config == saved and test is None else {}
+        metrics["export"] = {**kept, **asset_summary(asset), "seconds": seconds, "from_stage": last or STAGE_NAMES[-1]}
+        _score_export(ctx, asset, metrics["export"])
         write_json(metrics_path, metrics)
     return JobResult(run.path, stopped=False, metrics=metrics)
 
 
+def _test_views(config: Text3DConfig) -> ViewSet | None:
+    """A reconstruction's test views, when its dataset is still where the run found it."""
+    path = Path(config.data.path) if config.data.path else None
+    if path is None or not (path / "transforms_test.json").is_file():
+        return None
+    return load_views(path, "test", config.data.downscale)
+
+
+def _score_export(ctx: JobContext, asset, export: dict) -> None:
+    """Add the exported asset's test PSNR and its Chamfer distance to the dataset's mesh to ``export`` (a metrics
+    entry), where the job has test views (and the dataset a ``mesh.ply``)."""
+    if ctx.test_views is None:
+        return
+    export.update(ctx.score(render_asset(asset, ctx.renderer, ctx.test_views.cameras), "exported mesh"))
+    truth_path = Path(ctx.config.data.path) / "mesh.ply"
+    if truth_path.exists():
+        truth = trimesh.load(truth_path, process=False)
+        exported = trimesh.Trimesh(asset.vertices, asset.faces, process=False)
+        export["chamfer_pct"] = round(100.0 * chamfer_distance(exported, truth), 4)
+        log.info("exported mesh: Chamfer distance %.3f%% of the bounding-box diagonal", export["chamfer_pct"])
+
+
 def _run(ctx: JobContext, run_dir: Path, resume: bool, callbacks, stop_event, start: float) -> JobResult:
     cfg = ctx.config
+    check_export_tools(cfg.export)  # before the training that the export would otherwise end
     metrics: dict = {}
     with RunDir(Path(run_dir)).hold(cfg, resume) as run:
         handover = run_stages(ctx, run.path, True, resume, callbacks, stop_event, metrics)
@@ -152,16 +187,7 @@ def _run(ctx: JobContext, run_dir: Path, resume: bool, callbacks, stop_event, st
         asset = export_assets(handover.mesh, handover.albedo, cfg, run.path, ctx.renderer,
                               ctx.eval_cameras(cfg.coarse.camera))
         metrics["export"] = {**asset_summary(asset), "seconds": round(time.perf_counter() - exporting, 2)}
-        if ctx.test_views is not None:
-            metrics["export"].update(ctx.score(render_asset(asset, ctx.renderer, ctx.test_views.cameras),
-                                               "exported mesh"))
-        truth_path = Path(cfg.data.path) / "mesh.ply"
-        if ctx.test_views is not None and truth_path.exists():
-            truth = trimesh.load(truth_path, process=False)
-            exported = trimesh.Trimesh(asset.vertices, asset.faces, process=False)
-            metrics["export"]["chamfer_pct"] = round(100.0 * chamfer_distance(exported, truth), 4)
-            log.info("exported mesh: Chamfer distance %.3f%% of the bounding-box diagonal",
-                     metrics["export"]["chamfer_pct"])
+        _score_export(ctx, asset, metrics["export"])
         write_json(run.path / "metrics.json", metrics)
         if not resume:  # a whole run, start to end: its pace tells the next one how long it will take
             pace.record(cfg, torch.get_num_threads(), metrics, time.perf_counter() - start)

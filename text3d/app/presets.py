@@ -17,7 +17,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from text3d.app.schema import Text3DConfig
-from text3d.config import Layer, build, load_yaml, resolve_preset
+from text3d.config import Layer, build, load_yaml, resolve_preset, to_dict
+from text3d.errors import UserError
 from text3d.prompt.config import clean_prompt
 from text3d.resources import shipped_folder
 from text3d.toy.bundled import check_toy_prompt, is_toy_model
@@ -54,6 +55,15 @@ def load_config(
     if options:
         layers.append(Layer(_nest(options), source="command line"))
     return build(Text3DConfig, layers, list(overrides))
+
+
+def with_export_overrides(config: Text3DConfig, overrides: Sequence[str]) -> Text3DConfig:
+    """``config`` with ``export.KEY=VALUE`` overrides applied; any other key is a UserError (the stages' settings
+    are fixed by their checkpoints)."""
+    for item in overrides:
+        if not item.partition("=")[0].strip().startswith("export."):
+            raise UserError(f"export: only export.* settings can change on re-export, not '{item}'")
+    return build(Text3DConfig, [Layer(to_dict(config), source="config.yaml")], list(overrides)) if overrides else config
 
 
 def generation_preset(preset: str | None, model: str | None, interactive: bool = False) -> tuple[str, str | None]:

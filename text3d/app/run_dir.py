@@ -147,6 +147,10 @@ class RunDir:
                                 "may change only the settings of stages that have not finished)")
             if changed:
                 log.info("resuming %s with changed %s", self.path, ", ".join(changed))
+        self.save_config(config)
+
+    def save_config(self, config: Text3DConfig) -> None:
+        """Write ``config.yaml``, the run's record of the settings its files were made with (atomically)."""
         try:
             write_text(self.config_path, to_yaml(config))
         except WriteFailed as e:

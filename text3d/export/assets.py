@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from text3d.export.compress import compress_glb
 from text3d.export.mesh_files import TexturedMesh, bake_and_export
 from text3d.export.video import write_contact_sheet, write_turntable
 from text3d.renderer.cameras import Cameras, spherical_cameras
@@ -19,13 +20,16 @@ log = logging.getLogger(__name__)
 
 def export_assets(mesh: Mesh, albedo_field: nn.Module, config, out_dir: Path, renderer: MeshRenderer,
                   orbit: Cameras) -> TexturedMesh:
-    """Bake ``albedo_field`` onto ``mesh``, write model.glb / model.obj+mtl+png, a contact sheet of the exported
-    mesh from the ``orbit`` views and a turntable video; all from the files' own mesh and texture (in the world's
-    frame, where the cameras are: the files hold it placed, see :mod:`text3d.export.placement`)."""
+    """Bake ``albedo_field`` onto ``mesh``, write model.glb / model.obj+mtl+png (and model.glb's compressed copy if
+    ``config.export.compress`` asks), a contact sheet of the exported mesh from the ``orbit`` views and a turntable
+    video; all from the files' own mesh and texture (in the world's frame, where the cameras are: the files hold it
+    placed, see :mod:`text3d.export.placement`)."""
     ex = config.export
     with torch.no_grad():
         asset = bake_and_export(mesh.vertices, mesh.faces, albedo_field.albedo, out_dir, ex, "model",
                                 config.mesh_render.rasterizer)
+        if ex.compress:
+            asset.files["compressed"] = compress_glb(asset.files["glb"], ex.compress)
         res = ex.turntable_resolution
         sheet = render_asset(asset, renderer, orbit.with_size(res, res))
         asset.files["contact_sheet"] = write_contact_sheet(
@@ -49,7 +53,8 @@ def export_assets(mesh: Mesh, albedo_field: nn.Module, config, out_dir: Path, re
 
 
 def asset_summary(asset: TexturedMesh) -> dict:
-    """metrics.json's account of the export: counts, the size in the files (metres, x y z with +Y up), the files."""
+    """metrics.json's account of the export: counts, the size in the files (metres, x y z with +Y up), the files
+    and the GLBs' sizes in bytes."""
     placed = asset.placement.points(asset.vertices)
     return {
         "faces": len(asset.faces),
@@ -57,6 +62,7 @@ def asset_summary(asset: TexturedMesh) -> dict:
         "texture_size": int(asset.texture.shape[0]),
         "size_m": [round(float(s), 4) for s in placed.max(0) - placed.min(0)],
         "files": sorted(p.name for p in asset.files.values()),
+        "bytes": {p.name: p.stat().st_size for kind, p in asset.files.items() if kind in ("glb", "compressed")},
     }
 
 

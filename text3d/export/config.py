@@ -8,7 +8,8 @@ from typing import Annotated, Literal
 
 from text3d.config import Range
 
-MeshFormat = Literal["glb", "obj"]
+MeshFormat = Literal["glb", "obj", "usdz"]
+Compression = Literal["meshopt", "draco", "webp"]
 
 
 @dataclass
@@ -29,14 +30,14 @@ class TextureExportConfig:
     """Side of the baked texture in texels."""
     padding: Annotated[int, Range(0, 64)] = 4
     """Texels between charts in the atlas, and texels the baked charts are grown by so seams don't bleed."""
-    max_faces: Annotated[int, Range(100, 10_000_000)] = 100_000
-    """Meshes above this face count are decimated to it before UV unwrapping."""
+    max_faces: Annotated[int, Range(100, 10_000_000)] = 30_000
+    """Face budget: a mesh above it is decimated to it (quadric edge collapse) before UV unwrapping."""
     timeout: Annotated[float, Range(0.0, min_exclusive=True)] = 300.0
     """Seconds xatlas may take (it runs in a child process) before the export stops with an error."""
     roughness: Annotated[float, Range(0.0, 1.0)] = 0.9
     """glTF roughness factor: baked albedo has no specular information, so mostly matte (metallic is 0)."""
     formats: tuple[MeshFormat, ...] = ("glb", "obj")
-    """Files to write: glb (one binary glTF), obj (OBJ + MTL + PNG)."""
+    """Files to write: glb (one binary glTF), obj (OBJ + MTL + PNG), usdz (AR Quick Look; needs usd-core)."""
 
 
 @dataclass
@@ -54,7 +55,18 @@ class ExportConfig:
     origin: Literal["bottom", "center"] = "bottom"
     """The files' origin: 'bottom' (the centre of the asset's footprint: it stands on y = 0) or 'center' (its
     bounding box's centre)."""
+    compress: tuple[Compression, ...] = ()
+    """A compressed copy of model.glb beside it, by glTF Transform's gltf-transform (npm @gltf-transform/cli):
+    meshopt or draco geometry, webp textures, e.g. [meshopt, webp] -> model.meshopt.webp.glb (empty: none)."""
     turntable_frames: Annotated[int, Range(0, 3600)] = 60
     """Frames of the turntable video (0: no video)."""
     turntable_resolution: Annotated[int, Range(16, 2048)] = 512
     """Side of the turntable video and contact sheet images, pixels."""
+
+    def validate(self) -> None:
+        if len(set(self.compress)) < len(self.compress):
+            raise ValueError("compress names a step twice")
+        if {"meshopt", "draco"} <= set(self.compress):
+            raise ValueError("compress takes one geometry codec: meshopt or draco")
+        if self.compress and "glb" not in self.texture.formats:
+            raise ValueError("compress makes a copy of model.glb: it needs glb in export.texture.formats")

@@ -18,6 +18,7 @@ from trimesh.visual.material import PBRMaterial, SimpleMaterial
 from text3d.export.bake import bake_texture
 from text3d.export.config import ExportConfig, TextureExportConfig
 from text3d.export.placement import Placement, place
+from text3d.export.usdz import write_usdz
 from text3d.export.uv import unwrap
 from text3d.io import atomic_open
 from text3d.renderer.rasterizer import Backend
@@ -36,7 +37,8 @@ class TexturedMesh:
     texture: np.ndarray
     """[S, S, 3] uint8, row 0 at the top (v = 1)."""
     files: dict[str, Path]
-    """Written files by kind: glb, obj, mtl, png (and, once rendered, contact_sheet and turntable)."""
+    """Written files by kind: glb, obj, mtl, png (then, by :func:`text3d.export.assets.export_assets`, compressed,
+    contact_sheet and turntable)."""
     placement: Placement
     """How the files' vertices follow from ``vertices`` (world frame): glTF axes, height, origin."""
 
@@ -77,7 +79,8 @@ def export_textured_mesh(
     name: str = "model",
     config: TextureExportConfig | None = None,
 ) -> dict[str, Path]:
-    """Write ``{name}.glb`` and/or ``{name}.obj`` + ``{name}.mtl`` + ``{name}.png`` into ``out_dir``.
+    """Write ``{name}.glb``, ``{name}.obj`` + ``{name}.mtl`` + ``{name}.png`` and ``{name}.usdz`` into ``out_dir``,
+    those of ``config.formats``.
 
     ``vertices: [V, 3]`` as the files hold them (see :mod:`text3d.export.placement`), ``faces: [F, 3]``,
     ``uvs: [V, 2]`` with v up (OBJ convention; trimesh flips it for glTF), ``texture: [H, W, 3]`` uint8 sRGB in
@@ -86,7 +89,8 @@ def export_textured_mesh(
     the texture as base colour, sampled with mipmaps and clamped at the atlas' edges; it is double-sided only
     when the surface has holes, through which its inside shows.
     Each file is renamed into place only once complete; the OBJ comes last, after the MTL and PNG it names.
-    Returns the written paths by kind: ``glb``, ``obj``, ``mtl``, ``png``.
+    The USDZ holds the same mesh and material as a UsdPreviewSurface (:mod:`text3d.export.usdz`).
+    Returns the written paths by kind: ``glb``, ``obj``, ``mtl``, ``png``, ``usdz``.
     """
     config = config or TextureExportConfig()
     out_dir = Path(out_dir)
@@ -115,6 +119,9 @@ def export_textured_mesh(
         for file_name, data in files.items():
             written[Path(file_name).suffix.lstrip(".")] = _write(out_dir / file_name, data)
         written["obj"] = _write(out_dir / f"{name}.obj", obj.encode())
+    if "usdz" in config.formats:
+        written["usdz"] = write_usdz(out_dir / f"{name}.usdz", vertices, faces, normals, uvs, image,
+                                     config.roughness, double_sided=not welded.is_watertight)
     return written
 
 

@@ -30,7 +30,7 @@ def unwrap(
     vertices: np.ndarray,
     faces: np.ndarray,
     timeout: float = 120.0,
-    max_faces: int = 100_000,
+    max_faces: int = 30_000,
     texture_size: int = 1024,
     padding: int = 4,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

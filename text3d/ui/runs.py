@@ -111,8 +111,10 @@ class RunView:
         )
 
     def downloads(self) -> list[Path]:
-        """model.glb and the OBJ zip (built on first use, not for every run the gallery lists)."""
-        return [p for p in (self.model, obj_bundle(self.path)) if p is not None]
+        """model.glb, its compressed copies (export.compress) and the OBJ zip (built on first use, not for every run
+        the gallery lists)."""
+        compressed = [_file(p) for p in sorted(self.path.glob("model.*.glb"))]  # temp files start with a dot
+        return [p for p in (self.model, *compressed, obj_bundle(self.path)) if p is not None]
 
     @property
     def thumbnail(self) -> Path | None:
