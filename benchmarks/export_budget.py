@@ -59,7 +59,9 @@ def main() -> int:
 def _cell(value) -> str:
     if value is None:
         return "–"
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+    if isinstance(value, float):
+        return f"{value:.2f}" if abs(value) >= 10 else f"{value:.4f}"
+    return str(value)
 
 
 if __name__ == "__main__":
