@@ -1,12 +1,15 @@
 """Text to 3D with the bundled toy model, judged without the model: shape and colour accuracy, minutes per asset.
 
-    python benchmarks/toy_text_to_3d.py [--out DIR] [--prompts N] [--samples K] [KEY=VALUE ...]
+    python benchmarks/toy_text_to_3d.py [--out DIR] [--prompts N] [--seeds S ...] [--samples K] [KEY=VALUE ...]
 
 1. The model's own images: K DDIM samples (50 steps, CFG --cfg) per prompt, judged by `judge_image` (nearest canonical
    renders by silhouette and shading; mean hue/saturation of the object's pixels).
-2. Text to 3D: `text3d generate PROMPT --preset toy` for the first N of the 36 "a COLOUR SHAPE" prompts (ordered so
-   that any N >= 6 covers every shape and every colour), each exported model.glb judged by `judge_glb` (Chamfer
-   distance to each canonical primitive after centring and scaling, best over rotations about z; mean baked albedo).
+2. The coarse step against the diffusion floor: the mean wall time of a toy coarse training step and, inside it,
+   of the model's classifier-free-guided forward (60 steps after 40 of warm-up), and their ratio.
+3. Text to 3D: `text3d generate PROMPT --preset toy --seed S` for the first N of the 36 "a COLOUR SHAPE" prompts
+   (ordered so that any N >= 6 covers every shape and every colour) and each seed, each exported model.glb judged by
+   `judge_glb` (Chamfer distance to each canonical primitive after centring and scaling, best over rotations about
+   z; mean baked albedo). A run that fails counts as a failure (its error is recorded) and the benchmark goes on.
 
 Runs already finished under --out are judged again, not re-run, so an interrupted benchmark continues where it
 stopped. Writes results.json, samples.png (a row of samples per prompt) and contact_sheet.png (one tile per asset,
@@ -16,7 +19,9 @@ with its verdict) to --out.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,12 +30,15 @@ import PIL.Image
 import PIL.ImageDraw
 import torch
 
-from text3d.app.jobs import generate
+from text3d.app.chain import STAGES, Handover
+from text3d.app.jobs import generate, generation_context
 from text3d.app.presets import TOY_PRESET, load_config
 from text3d.app.run_dir import is_finished
 from text3d.export.video import contact_sheet
 from text3d.guide.models import ModelConfig, load_diffusion_model
+from text3d.guide.sds import SDSGuide
 from text3d.io import write_image, write_json, write_text
+from text3d.stage.trainer import Trainer
 from text3d.toy.bundled import TOY_MODEL_DIR
 from text3d.toy.judge import judge_glb, judge_image
 from text3d.toy.sample import sample_images
@@ -73,41 +81,74 @@ def judge_samples(per_prompt: int, guidance_scale: float, out: Path) -> dict:
     }
 
 
-def generate_and_judge(color: str, shape: str, out: Path, overrides: list[str]) -> dict:
-    config = load_config(TOY_PRESET, overrides, [("prompt.text", caption(color, shape))])
-    run_dir = out / f"{color}-{shape}"
-    seconds = None
+def floor_ratio(overrides: list[str], warmup: int = 40, steps: int = 60) -> dict:
+    """Mean ms of a toy coarse training step and of the guide's CFG model forward inside it, and their ratio."""
+    config = load_config(TOY_PRESET, overrides, [("prompt.text", caption("red", "cube"))])
+    ctx = generation_context(config)
+    stage = STAGES[0].build(ctx, Handover())
+    spent = [0.0]
+    forward = SDSGuide.predict_noise
+
+    def timed_forward(self, *args, **kwargs):
+        start = time.perf_counter()
+        result = forward(self, *args, **kwargs)
+        spent[0] += time.perf_counter() - start
+        return result
+
+    SDSGuide.predict_noise = timed_forward
+    try:
+        with tempfile.TemporaryDirectory() as run_dir:
+            trainer = Trainer(stage, config.trainer, ctx.accelerator, Path(run_dir))
+            for i in range(warmup):
+                trainer._step(i, None)
+            spent[0], start = 0.0, time.perf_counter()
+            for i in range(warmup, warmup + steps):
+                trainer._step(i, None)
+            step_ms = (time.perf_counter() - start) / steps * 1000
+    finally:
+        SDSGuide.predict_noise = forward
+    floor_ms = spent[0] / steps * 1000
+    return {"step_ms": round(step_ms, 1), "floor_ms": round(floor_ms, 1), "ratio": round(step_ms / floor_ms, 2),
+            "backend": stage.field.encoding.backend}
+
+
+def generate_and_judge(color: str, shape: str, seed: int, out: Path, overrides: list[str]) -> dict:
+    config = load_config(TOY_PRESET, overrides, [("prompt.text", caption(color, shape)), ("seed", seed)])
+    run_dir = out / f"{color}-{shape}-{seed}"
+    row = {"prompt": caption(color, shape), "seed": seed, "run": str(run_dir), "seconds": None, "error": None}
     if not is_finished(run_dir):
         t0 = time.perf_counter()
-        result = generate(config, run_dir, resume=(run_dir / "config.yaml").exists())
+        try:
+            result = generate(config, run_dir, resume=(run_dir / "config.yaml").exists())
+        except Exception as e:  # a failed run is a result of the benchmark, not its end
+            return {**row, "error": f"{type(e).__name__}: {e}".splitlines()[0], "shape_ok": False, "color_ok": False,
+                    "shape": "failed", "color": "failed"}
         if result.stopped:
             raise RuntimeError(f"{run_dir} stopped")
-        seconds = time.perf_counter() - t0
-        write_text(run_dir / "bench_seconds.txt", f"{seconds:.1f}\n")
+        row["seconds"] = time.perf_counter() - t0
+        write_text(run_dir / "bench_seconds.txt", f"{row['seconds']:.1f}\n")
     elif (run_dir / "bench_seconds.txt").exists():
-        seconds = float((run_dir / "bench_seconds.txt").read_text())
+        row["seconds"] = float((run_dir / "bench_seconds.txt").read_text())
     verdict = judge_glb(run_dir / "model.glb")
     return {
-        "prompt": caption(color, shape),
+        **row,
         "shape": verdict["shape"],
         "color": verdict["color"],
         "shape_ok": verdict["shape"] == shape,
         "color_ok": verdict["color"] == color,
         "shape_distances": verdict["shape_distances"],
-        "seconds": seconds,
-        "run": str(run_dir),
     }
 
 
 def tile(row: dict, size: int) -> np.ndarray:
-    """The first view of a run's contact sheet with the prompt and the verdict written under it."""
-    sheet = PIL.Image.open(Path(row["run"]) / "contact_sheet.png").convert("RGB")
-    views = int(np.ceil(np.sqrt(8)))  # the toy preset's 8 orbit views tile 3 x 3
-    first = sheet.crop((0, 0, sheet.width // views, sheet.height // views)).resize((size, size))
+    """The first view of a run's contact sheet (blank for a failed run) with the prompt, seed and verdict under it."""
     canvas = PIL.Image.new("RGB", (size, size + 28), "white")
-    canvas.paste(first, (0, 0))
+    if row["error"] is None:
+        sheet = PIL.Image.open(Path(row["run"]) / "contact_sheet.png").convert("RGB")
+        views = int(np.ceil(np.sqrt(8)))  # the toy preset's 8 orbit views tile 3 x 3
+        canvas.paste(sheet.crop((0, 0, sheet.width // views, sheet.height // views)).resize((size, size)), (0, 0))
     draw = PIL.ImageDraw.Draw(canvas)
-    draw.text((4, size + 2), row["prompt"][2:], fill="black")
+    draw.text((4, size + 2), f"{row['prompt'][2:]} s{row['seed']}", fill="black")
     wrong = [row[k] for k in ("color", "shape") if not row[f"{k}_ok"]]  # what the judge saw instead
     draw.text((4, size + 15), f"-> {' '.join(wrong)}" if wrong else "ok", fill=(200, 0, 0) if wrong else (0, 128, 0))
     return np.asarray(canvas)
@@ -117,6 +158,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "benchmarks" / "toy_text_to_3d")
     parser.add_argument("--prompts", type=int, default=36, help="how many of the 36 prompts to generate (default 36)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of each prompt (default 0 1 2)")
     parser.add_argument("--samples", type=int, default=8, help="model samples judged per prompt (0: skip)")
     parser.add_argument("--cfg", type=float, default=SAMPLE_CFG, help=f"guidance scale of the samples ({SAMPLE_CFG})")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides of the toy preset")
@@ -132,24 +174,34 @@ def main() -> int:
         for r in s["rows"]:
             if r["shape_ok"] < r["n"] or r["color_ok"] < r["n"]:
                 print(f"  {r['prompt']:<20} shape {r['shape_ok']}/{r['n']}  colour {r['color_ok']}/{r['n']}")
+    if args.prompts > 0:
+        f = results["floor"] = floor_ratio(args.overrides)
+        print(f"coarse step {f['step_ms']} ms, the model's CFG forward inside it {f['floor_ms']} ms: "
+              f"{f['ratio']}x the diffusion floor (hash grid: {f['backend']})", flush=True)
     rows = []
     for color, shape in prompts()[: args.prompts]:
-        row = generate_and_judge(color, shape, args.out, args.overrides)
-        rows.append(row)
-        took = "" if row["seconds"] is None else f"{row['seconds']:.0f} s"
-        print(f"{row['prompt']:<20} -> {row['color']:<7} {row['shape']:<9} {took}", flush=True)
+        for seed in args.seeds:
+            row = generate_and_judge(color, shape, seed, args.out, args.overrides)
+            rows.append(row)
+            took = "" if row["seconds"] is None else f"{row['seconds']:.0f} s"
+            verdict = f"FAILED {row['error']}" if row["error"] else f"-> {row['color']:<7} {row['shape']:<9} {took}"
+            print(f"{row['prompt']:<20} seed {seed}  {verdict}", flush=True)
     if rows:
-        timed = [r["seconds"] for r in rows if r["seconds"] is not None]
+        timed = sorted(r["seconds"] for r in rows if r["seconds"] is not None)
         results["assets"] = {
             "shape_accuracy": sum(r["shape_ok"] for r in rows) / len(rows),
             "color_accuracy": sum(r["color_ok"] for r in rows) / len(rows),
+            "failures": sum(r["error"] is not None for r in rows),
             "n": len(rows),
-            "minutes_per_asset": round(sum(timed) / len(timed) / 60.0, 2) if timed else None,
+            "seeds": args.seeds,
+            "median_minutes": round(statistics.median(timed) / 60.0, 2) if timed else None,
+            "p90_minutes": round(timed[min(len(timed) - 1, int(0.9 * len(timed)))] / 60.0, 2) if timed else None,
             "rows": rows,
         }
         a = results["assets"]
-        print(f"text to 3D, {a['n']} prompts: shape {a['shape_accuracy']:.1%}, colour {a['color_accuracy']:.1%}, "
-              f"{a['minutes_per_asset']} min per asset")
+        print(f"text to 3D, {a['n']} runs ({args.prompts} prompts x seeds {' '.join(map(str, args.seeds))}): shape "
+              f"{a['shape_accuracy']:.1%}, colour {a['color_accuracy']:.1%}, {a['failures']} failed; minutes per "
+              f"asset: median {a['median_minutes']}, p90 {a['p90_minutes']}")
         sheet = contact_sheet(np.stack([tile(r, 160) for r in rows]), columns=6)
         write_image(args.out / "contact_sheet.png", sheet)
         print(f"contact sheet: {args.out / 'contact_sheet.png'}")

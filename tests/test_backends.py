@@ -30,7 +30,7 @@ def probes(**problems):
     return {name: probe(name) for name in problems}, asked
 
 
-def test_torch_and_auto_off_cuda_never_probe():
+def test_torch_and_auto_off_cuda_never_probe_the_cuda_candidates():
     candidates, asked = probes(cuda="broken", tcnn="broken")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -38,6 +38,24 @@ def test_torch_and_auto_off_cuda_never_probe():
         assert select_backend("hash grid", "auto", "cpu", candidates) == "torch"
         assert select_backend("hash grid", "auto", None, candidates) == "torch"
     assert asked == []
+
+
+def test_the_cpu_candidates_run_on_the_cpu_only(caplog):
+    candidates, asked = probes(cuda=None)
+    cpu, cpu_asked = probes(cpp=None)
+    with caplog.at_level(logging.INFO, logger="text3d.backends"):
+        assert select_backend("hash grid", "auto", "cpu", candidates, cpu) == "cpp"
+        assert select_backend("hash grid", "auto", CUDA, candidates, cpu) == "cuda"
+        assert select_backend("hash grid", "cpp", "cpu", candidates, cpu) == "cpp"
+    assert asked == ["cuda"] and cpu_asked == ["cpp", "cpp"]
+    assert [r.getMessage() for r in caplog.records] == ["hash grid on cpu: cpp backend", "hash grid on cuda:0: cuda backend"]
+    with pytest.raises(BackendUnavailable, match="hash grid: backend 'cpp' needs the CPU, not cuda:0"):
+        select_backend("hash grid", "cpp", CUDA, candidates, cpu)
+    broken, _ = probes(cpp="no C++ compiler to build them (install g++, or set CXX)")
+    with pytest.warns(UserWarning, match=r"hash grid: cpp backend unavailable \(no C\+\+ compiler"):
+        assert select_backend("hash grid", "auto", "cpu", candidates, broken) == "torch"
+    with pytest.raises(BackendUnavailable, match="hash grid: cpp backend unavailable"):
+        select_backend("hash grid", "cpp", "cpu", candidates, broken)
 
 
 def test_auto_takes_the_first_candidate_that_runs_and_logs_it_once(caplog):

@@ -25,9 +25,10 @@ class HashGridConfig:
     """Grid resolution of the finest level (the per-level scale is derived from it)."""
     init_scale: Annotated[float, Range(0.0)] = 1e-4
     """Table entries start uniform in [-init_scale, init_scale]."""
-    backend: Literal["auto", "torch", "cuda", "tcnn"] = "auto"
+    backend: Literal["auto", "torch", "cuda", "tcnn", "cpp"] = "auto"
     """'torch' (reference, any device), 'cuda' (text3d's kernels, same table), 'tcnn' (tiny-cuda-nn, its own
-    parameters), or 'auto' (on CUDA the first that runs of cuda, tcnn, torch)."""
+    parameters), 'cpp' (text3d's kernels built for the CPU with g++, same table), or 'auto' (on CUDA the first that
+    runs of cuda, tcnn, torch; on the CPU cpp, else torch)."""
 
     def validate(self) -> None:
         if self.max_resolution < self.base_resolution:

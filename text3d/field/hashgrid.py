@@ -64,7 +64,8 @@ class HashGridEncoding(nn.Module):
         self.resolutions = level_resolutions(config)
         self.table_size = 2**config.log2_hashmap_size
         self.backend = select_backend(
-            "hash grid", config.backend, device, {"cuda": self._cuda_problem, "tcnn": _tcnn_problem}
+            "hash grid", config.backend, device, {"cuda": self._cuda_problem, "tcnn": _tcnn_problem},
+            {"cpp": self._cpp_problem},
         )
         if self.backend == "tcnn":
             self._tcnn = _make_tcnn_encoding(config)
@@ -89,6 +90,9 @@ class HashGridEncoding(nn.Module):
             return self._tcnn(x.clamp(0.0, 1.0)).to(x.dtype)
         if self.backend == "cuda":
             return kernels.hash_encode(x.float(), self.table, self.resolutions, self.table_size)
+        # The CPU kernels give no gradient to x (normals take the torch encoding) and hold float32 tables only.
+        if self.backend == "cpp" and not x.requires_grad and self.table.dtype == torch.float32:
+            return kernels.cpu.hash_encode(x.float(), self.table, self.resolutions, self.table_size)
         return self.encode(x, self.table)
 
     def encode(self, x: Tensor, table: Tensor) -> Tensor:
@@ -133,6 +137,11 @@ class HashGridEncoding(nn.Module):
         if self.config.features_per_level not in kernels.hashgrid.FEATURES:
             return f"features_per_level must be one of {kernels.hashgrid.FEATURES}"
         return kernels.problem(device)
+
+    def _cpp_problem(self, device: torch.device) -> str | None:
+        if self.config.features_per_level not in kernels.hashgrid.FEATURES:
+            return f"features_per_level must be one of {kernels.hashgrid.FEATURES}"
+        return kernels.cpu.problem(device)
 
 
 def _tcnn_problem(device: torch.device) -> str | None:

@@ -8,11 +8,14 @@
 - :func:`render_weight_from_density` — volume-rendering weights of packed rays, forward and backward; twin:
   :func:`text3d.renderer.compositing.render_weight_from_density` with ``backend="torch"``.
 
+:mod:`text3d.kernels.cpu` holds the hash-grid encoding built for the CPU (``cuda/cpu_kernels.cpp``, with g++).
+
 Importing this package imports nothing compiled; ``import text3d`` never imports it.
 """
 
+from text3d.kernels import cpu
 from text3d.kernels._backend import build, problem, source_dir
 from text3d.kernels.hashgrid import hash_encode
 from text3d.kernels.volume import render_weight_from_density
 
-__all__ = ["build", "hash_encode", "problem", "render_weight_from_density", "source_dir"]
+__all__ = ["build", "cpu", "hash_encode", "problem", "render_weight_from_density", "source_dir"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import logging
-import os
 import re
 import sys
 import threading

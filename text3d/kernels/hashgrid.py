@@ -22,11 +22,19 @@ def hash_encode(x: Tensor, table: Tensor, resolutions: Sequence[int], table_size
     ``x`` and ``table`` twice (normals from density gradients can be trained).
     """
     if not isinstance(x, Tensor) or x.dtype != torch.float32 or x.dim() != 2 or x.shape[1] != 3:
-        raise ValueError(f"x: expected a float32 tensor [N, 3], got {_describe(x)}")
+        raise ValueError(f"x: expected a float32 tensor [N, 3], got {describe(x)}")
     if not isinstance(table, Tensor) or table.dtype not in (torch.float32, torch.float16) or table.dim() != 2:
-        raise ValueError(f"table: expected a float32 or float16 tensor [L * T, F], got {_describe(table)}")
+        raise ValueError(f"table: expected a float32 or float16 tensor [L * T, F], got {describe(table)}")
     if x.device.type != "cuda" or table.device != x.device:
         raise ValueError(f"x and table must be on one CUDA device, got {x.device} and {table.device}")
+    check_grid(table, resolutions, table_size)
+    grid = ([int(r) for r in resolutions], int(table_size))
+    return _Encode.apply(x.contiguous(), table.contiguous(), grid)
+
+
+def check_grid(table: Tensor, resolutions: Sequence[int], table_size: int) -> None:
+    """ValueError unless ``table: [L * table_size, F]`` fits the kernels: 1 to 32 levels, a power-of-two table size,
+    F in :data:`FEATURES`."""
     levels = len(resolutions)
     if not 1 <= levels <= MAX_LEVELS or any(int(r) < 1 for r in resolutions):
         raise ValueError(f"resolutions: expected 1 to {MAX_LEVELS} positive ints, got {list(resolutions)}")
@@ -35,8 +43,6 @@ def hash_encode(x: Tensor, table: Tensor, resolutions: Sequence[int], table_size
                          f"rows with table_size {table_size}")
     if table.shape[1] not in FEATURES:
         raise ValueError(f"table: features per level must be one of {FEATURES}, got {table.shape[1]}")
-    grid = ([int(r) for r in resolutions], int(table_size))
-    return _Encode.apply(x.contiguous(), table.contiguous(), grid)
 
 
 class _Encode(torch.autograd.Function):
@@ -85,7 +91,7 @@ class _EncodeBackward(torch.autograd.Function):
         return dg, (dx if need_x else None), dtable, None, None, None
 
 
-def _describe(t: object) -> str:
+def describe(t: object) -> str:
     if isinstance(t, Tensor):
         return f"{t.dtype} {list(t.shape)} on {t.device}"
     return type(t).__name__
