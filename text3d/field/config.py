@@ -63,3 +63,6 @@ class FieldConfig:
     """Magic3D 'blob' bias: density added at the centre, falling linearly to 0 at blob_radius (0 disables)."""
     blob_radius: Annotated[float, Range(0.0, min_exclusive=True)] = 0.5
     """Radius at which the blob bias reaches zero (it is negative beyond)."""
+    density_radius: Annotated[float, Range(0.0)] = 0.0
+    """Density fades to 0 over the last 10 % before this distance from the centre: a bound the field cannot learn
+    past, against score distillation's scene-filling slabs and fog (0: none; only the scene cube bounds it)."""

@@ -76,6 +76,7 @@ class HashGridField(nn.Module):
         c = self.config
         if c.blob_density > 0:
             raw = raw + c.blob_density * (1.0 - x.norm(dim=-1) / c.blob_radius)
-        if c.density_activation == "exp":
-            return _TruncExp.apply(raw)
-        return F.softplus(raw - 1.0)
+        sigma = _TruncExp.apply(raw) if c.density_activation == "exp" else F.softplus(raw - 1.0)
+        if c.density_radius > 0:
+            sigma = sigma * ((c.density_radius - x.norm(dim=-1)) / (0.1 * c.density_radius)).clamp(0.0, 1.0)
+        return sigma
