@@ -21,7 +21,7 @@ import torch
 import trimesh
 
 from text3d.app import pace
-from text3d.app.chain import JobContext, last_checkpointed_stage, run_stages
+from text3d.app.chain import Handover, JobContext, last_checkpointed_stage, run_stages
 from text3d.app.presets import prepare_prompt, with_export_overrides
 from text3d.app.run_dir import RunDir, is_finished, saved_config
 from text3d.app.schema import Text3DConfig
@@ -137,18 +137,14 @@ def export_run(run_dir: Path, from_stage: str | None = None, overrides: Sequence
         ctx = JobContext(config, make_accelerator(config.trainer), lambda _: _NoGuide(),
                          lambda camera, _: CameraSampler(camera), lambda camera: CameraSampler(camera).orbit(), test)
         handover = run_stages(ctx, run.path, train=False, last=last)
-        exporting = time.perf_counter()
-        asset = export_assets(handover.mesh, handover.albedo, config, run.path, ctx.renderer,
-                              ctx.eval_cameras(config.coarse.camera))
-        seconds = round(time.perf_counter() - exporting, 2)
+        exported = _export(ctx, handover, run.path)
         if config != saved:
             run.save_config(config)
         metrics_path = run.path / "metrics.json"
         metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
         # The same files as the run wrote (whole chain, same settings): the run's scores of them still hold.
         kept = metrics.get("export", {}) if last is None and config == saved and test is None else {}
-        metrics["export"] = {**kept, **asset_summary(asset), "seconds": seconds, "from_stage": last or STAGE_NAMES[-1]}
-        _score_export(ctx, asset, metrics["export"])
+        metrics["export"] = {**kept, **exported, "from_stage": last or STAGE_NAMES[-1]}
         write_json(metrics_path, metrics)
     return JobResult(run.path, stopped=False, metrics=metrics)
 
@@ -161,18 +157,24 @@ def _test_views(config: Text3DConfig) -> ViewSet | None:
     return load_views(path, "test", config.data.downscale)
 
 
-def _score_export(ctx: JobContext, asset, export: dict) -> None:
-    """Add the exported asset's test PSNR and its Chamfer distance to the dataset's mesh to ``export`` (a metrics
-    entry), where the job has test views (and the dataset a ``mesh.ply``)."""
+def _export(ctx: JobContext, handover: Handover, run_dir: Path) -> dict:
+    """Write the asset's files from what the stages handed on; returns metrics.json's export entry: the summary, the
+    seconds the files took and, where the job has test views, the asset's test PSNR and (with the dataset's
+    ``mesh.ply``) its Chamfer distance."""
+    start = time.perf_counter()
+    cfg = ctx.config
+    asset = export_assets(handover.mesh, handover.albedo, cfg, run_dir, ctx.renderer, ctx.eval_cameras(cfg.coarse.camera))
+    export = {**asset_summary(asset), "seconds": round(time.perf_counter() - start, 2)}
     if ctx.test_views is None:
-        return
+        return export
     export.update(ctx.score(render_asset(asset, ctx.renderer, ctx.test_views.cameras), "exported mesh"))
-    truth_path = Path(ctx.config.data.path) / "mesh.ply"
+    truth_path = Path(cfg.data.path) / "mesh.ply"
     if truth_path.exists():
         truth = trimesh.load(truth_path, process=False)
         exported = trimesh.Trimesh(asset.vertices, asset.faces, process=False)
         export["chamfer_pct"] = round(100.0 * chamfer_distance(exported, truth), 4)
         log.info("exported mesh: Chamfer distance %.3f%% of the bounding-box diagonal", export["chamfer_pct"])
+    return export
 
 
 def _run(ctx: JobContext, run_dir: Path, resume: bool, callbacks, stop_event, start: float) -> JobResult:
@@ -183,11 +185,7 @@ def _run(ctx: JobContext, run_dir: Path, resume: bool, callbacks, stop_event, st
         handover = run_stages(ctx, run.path, True, resume, callbacks, stop_event, metrics)
         if handover is None:
             return JobResult(run.path, stopped=True)
-        exporting = time.perf_counter()
-        asset = export_assets(handover.mesh, handover.albedo, cfg, run.path, ctx.renderer,
-                              ctx.eval_cameras(cfg.coarse.camera))
-        metrics["export"] = {**asset_summary(asset), "seconds": round(time.perf_counter() - exporting, 2)}
-        _score_export(ctx, asset, metrics["export"])
+        metrics["export"] = _export(ctx, handover, run.path)
         write_json(run.path / "metrics.json", metrics)
         if not resume:  # a whole run, start to end: its pace tells the next one how long it will take
             pace.record(cfg, torch.get_num_threads(), metrics, time.perf_counter() - start)

@@ -4,7 +4,6 @@ here, on first use): one mesh with a UsdPreviewSurface material, packaged with i
 from __future__ import annotations
 
 import importlib.util
-import io
 import tempfile
 from pathlib import Path
 
@@ -34,9 +33,7 @@ def write_usdz(path: Path, vertices: np.ndarray, faces: np.ndarray, normals: np.
 
     with tempfile.TemporaryDirectory(prefix="text3d-usdz-") as tmp:
         texture = Path(tmp) / "texture.png"
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        texture.write_bytes(buffer.getvalue())
+        image.save(texture)
         layer = Path(tmp) / "model.usdc"
         stage = Usd.Stage.CreateNew(str(layer))
         UsdGeom.SetStageUpAxis(stage, UsdGeom.Tokens.y)

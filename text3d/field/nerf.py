@@ -74,9 +74,10 @@ class HashGridField(nn.Module):
 
     def _activate_density(self, raw: Tensor, x: Tensor) -> Tensor:
         c = self.config
+        r = x.norm(dim=-1)
         if c.blob_density > 0:
-            raw = raw + c.blob_density * (1.0 - x.norm(dim=-1) / c.blob_radius)
+            raw = raw + c.blob_density * (1.0 - r / c.blob_radius)
         sigma = _TruncExp.apply(raw) if c.density_activation == "exp" else F.softplus(raw - 1.0)
         if c.density_radius > 0:
-            sigma = sigma * ((c.density_radius - x.norm(dim=-1)) / (0.1 * c.density_radius)).clamp(0.0, 1.0)
+            sigma = sigma * ((c.density_radius - r) / (0.1 * c.density_radius)).clamp(0.0, 1.0)
         return sigma

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from text3d.kernels._backend import source_dir
+from text3d.kernels._backend import KernelsUnavailable, source_dir
 from text3d.kernels.hashgrid import MAX_LEVELS, check_grid, describe
 from text3d.resources import cache_dir
 
@@ -59,7 +59,7 @@ def problem(device: torch.device | str) -> str | None:
         return f"runs on the CPU, not {device}"
     try:
         _load()
-    except RuntimeError as e:
+    except KernelsUnavailable as e:
         return str(e)
     return None
 
@@ -120,16 +120,16 @@ def library_path() -> Path:
 
 
 def _load() -> ctypes.CDLL:
-    """The library, built on first use; raises RuntimeError (the same one-line message after a failure)."""
+    """The library, built on first use; raises KernelsUnavailable (the same one-line message after a failure)."""
     global _library, _failure
     with _lock:
         if _library is None and _failure is None:
             try:
                 _library = _open(_build())
-            except RuntimeError as e:
+            except KernelsUnavailable as e:
                 _failure = str(e)
         if _failure is not None:
-            raise RuntimeError(_failure)
+            raise KernelsUnavailable(_failure)
         return _library
 
 
@@ -139,7 +139,7 @@ def _build() -> Path:
         return path
     compiler = shutil.which(os.environ.get("CXX", "g++"))
     if compiler is None:
-        raise RuntimeError("no C++ compiler to build them (install g++, or set CXX)")
+        raise KernelsUnavailable("no C++ compiler to build them (install g++, or set CXX)")
     path.parent.mkdir(parents=True, exist_ok=True)
     src = source_dir()
     # Built under a temp name and renamed: another process building at the same time never loads a torn file.
@@ -152,7 +152,7 @@ def _build() -> Path:
             log_path = path.parent / "error.log"
             log_path.write_text(done.stdout + done.stderr)
             first = next((line for line in done.stderr.splitlines() if "error" in line), "compiler failed")
-            raise RuntimeError(f"the build failed ({first.strip()[:200]}); full log: {log_path}")
+            raise KernelsUnavailable(f"the build failed ({first.strip()[:200]}); full log: {log_path}")
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -165,7 +165,7 @@ def _open(path: Path) -> ctypes.CDLL:
     try:
         library = ctypes.CDLL(str(path))
     except OSError as e:
-        raise RuntimeError(f"{path} does not load ({e})") from None
+        raise KernelsUnavailable(f"{path} does not load ({e})") from None
     for name, argtypes in _SIGNATURES.items():
         function = getattr(library, name)
         function.restype, function.argtypes = ctypes.c_int, argtypes
