@@ -1,6 +1,6 @@
 """Check and measure text3d's whole GPU path in one command, on a bare CUDA machine, in under 8 minutes.
 
-    python benchmarks/gpu_check.py --out DIR [--wheels DIR] [--budget SECONDS]
+    python benchmarks/gpu_check.py --out DIR [--wheels DIR] [--budget SECONDS] [--skip PART ...]
 
 Parts, in order, each in its own process with its own time limit (a part that fails or hangs is recorded and the
 rest go on; parts are skipped once the budget is spent):
@@ -15,9 +15,10 @@ rest go on; parts are skipped once the budget is spent):
   e2e       text3d generate at reduced steps per preset: each stage's steady step time, the fixed costs
             (model loading, export), minutes extrapolated to the full preset, peak GPU memory
 
-Writes DIR/report.json, DIR/report.md and DIR/log.txt (every part's output) and prints a summary. Without a CUDA
-device it rehearses: installs, checks imports, runs the CPU-runnable tests and the benchmark code with a tiny model on
-the CPU (figures labelled as a rehearsal, meaningless as timings), and says that no GPU was found.
+Writes DIR/report.json, DIR/report.md, DIR/log.txt (every part's output) and DIR/sds_profile.txt (each stage's
+step, op by op) and prints a summary. Without a CUDA device it rehearses: installs, checks imports, runs the
+CPU-runnable tests and the benchmark code with a tiny model on the CPU (figures labelled as a rehearsal, meaningless
+as timings), and says that no GPU was found.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
@@ -75,8 +77,9 @@ E2E_PROMPT = "a dslr photo of a hamburger"
 class Check:
     """Runs the parts as subprocesses of this script, each writing its figures to a JSON file."""
 
-    def __init__(self, out: Path, wheels: Path | None, budget: float) -> None:
+    def __init__(self, out: Path, wheels: Path | None, budget: float, skip: list[str]) -> None:
         self.out = out
+        self.skip = set(skip)
         self.wheels = wheels
         self.deadline = time.monotonic() + budget
         self.work = Path(tempfile.mkdtemp(prefix="text3d-gpu-check-"))
@@ -90,6 +93,10 @@ class Check:
 
     def run_part(self, name: str) -> dict:
         left = self.deadline - time.monotonic()
+        if name in self.skip:
+            result = {"status": "skipped", "reason": "--skip"}
+            self.report["parts"][name] = result
+            return result
         if left < 20:
             result = {"status": "skipped", "reason": "the time budget is spent"}
             self.report["parts"][name] = result
@@ -100,7 +107,9 @@ class Check:
                "--work", str(self.work), "--until", str(time.time() + limit),
                *(["--wheels", str(self.wheels)] if self.wheels else [])]
         code, seconds, tail = run_logged(cmd, self.env(), limit, self.log, f"part {name}")
-        result = json.loads(result_file.read_text()) if result_file.exists() else {}
+        # A part stopped at its limit may have left what it measured so far in <part>.partial.json.
+        source = result_file if result_file.exists() else self.work / f"{name}.partial.json"
+        result = json.loads(source.read_text()) if source.exists() else {}
         if code == 124:
             status = "timeout"
         elif code != 0:
@@ -139,7 +148,7 @@ def run_logged(cmd: list[str], env: dict, limit: float, log: Path, title: str,
 def orchestrate(args) -> int:
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    check = Check(out, args.wheels, args.budget)
+    check = Check(out, args.wheels, args.budget, args.skip)
     check.log.write_text("")
     env = check.run_part("env")
     cuda = bool(env.get("cuda_available"))
@@ -236,8 +245,12 @@ def part_build(args) -> dict:
     jobs = {
         "kernels": [sys.executable, "-c", "import logging; logging.basicConfig(level=logging.INFO); "
                     "from text3d.kernels import build; print(build(verbose=True))"],
-        "nvdiffrast": [sys.executable, "-c", "import nvdiffrast.torch as dr; dr.RasterizeCudaContext(device='cuda'); "
-                       "print('nvdiffrast ok')"],
+        # Through text3d's rasterizer, which loads nvdiffrast's plugin the way a run does.
+        "nvdiffrast": [sys.executable, "-c", "import torch; from text3d.renderer.rasterizer import rasterize; "
+                       "pos = torch.tensor([[[-1, -1, 0, 1], [1, -1, 0, 1], [0, 1, 0, 1.0]]], device='cuda'); "
+                       "tri = torch.tensor([[0, 1, 2]], dtype=torch.int32, device='cuda'); "
+                       "rast, _ = rasterize(pos, tri, (8, 8), backend='nvdiffrast'); "
+                       "print('nvdiffrast ok, covered pixels:', int((rast[..., 3] > 0).sum()))"],
     }
     start, procs, result = time.monotonic(), {}, {}
     for name, cmd in jobs.items():
@@ -278,14 +291,20 @@ def part_sds_step(args) -> dict:
     import torch
 
     model = args.work / "model"
-    figures = args.work / "sds_step-figures.json"
+    figures = args.work / "sds_step.partial.json"  # written after each preset
     cmd = [sys.executable, str(REPO / "benchmarks" / "sds_step.py"), "--model", str(model), "--json", str(figures)]
+    cmd += ["--profile", str(args.out / "sds_profile.txt")]  # where the time of each step goes, op by op
     if torch.cuda.is_available():
         cmd += [arg for p in PRESETS for arg in ("--preset", p)]
     else:  # rehearsal: the script's code on the CPU with the tiny model and the test preset
         cmd += ["--cpu", "--preset", "tiny-test", "--steps", "1"]
-    subprocess.run(cmd, cwd=REPO, check=True)
-    return json.loads(figures.read_text())
+    code = subprocess.run(cmd, cwd=REPO, check=False).returncode
+    if not figures.exists():
+        raise RuntimeError(f"benchmarks/sds_step.py exited {code} without figures")
+    result = json.loads(figures.read_text())
+    if code != 0:  # a stage failed: the figures measured before it are kept
+        result["status"] = "failed"
+    return result
 
 
 def part_e2e(args) -> dict:
@@ -296,14 +315,19 @@ def part_e2e(args) -> dict:
     install = args.work / "install.json"
     turntable = (json.loads(install.read_text()) if install.exists() else {}).get(
         "turntable", importlib.util.find_spec("imageio_ffmpeg") is not None)
-    results, skipped = {}, []
+    results, skipped, failed = {}, [], {}
     for preset in presets:
         started = time.time()
         if results and args.until - started < 1.3 * max(r["wall_seconds"] for r in results.values()) + 30:
             skipped.append(preset)  # not enough time left for another run like the last one
             continue
-        results[preset] = e2e_run(preset, args.work, cuda, turntable)
-    return {"presets": results, "skipped_presets": skipped}
+        try:
+            results[preset] = e2e_run(preset, args.work, cuda, turntable)
+        except Exception as exc:  # recorded; the next preset still runs
+            traceback.print_exc()
+            failed[preset] = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+    return {"presets": results, "skipped_presets": skipped, "failed_presets": failed,
+            **({"status": "failed"} if failed else {})}
 
 
 def e2e_run(preset: str, work: Path, cuda: bool, turntable: bool) -> dict:
@@ -396,11 +420,13 @@ def markdown(report: dict) -> str:
     sds = parts.get("sds_step", {})
     for p in sds.get("presets", []):
         lines += ["", f"## Step times, `{p['preset']}` ({p['views_per_step']} view(s), {p['sds_resolution']}² SDS)",
-                  "", "| what | ms | × floor | peak GiB |", "| --- | --- | --- | --- |",
-                  f"| UNet forward with CFG | {p['unet_cfg_ms']} | | |",
-                  f"| VAE encode forward + backward | {p['vae_encode_fwd_bwd_ms']} | | |",
-                  f"| diffusion floor | {p['floor_ms']} | 1.00 | |"]
-        lines += [f"| {name} step | {s['step_ms']} | {s['ratio_to_floor']} | {s['peak_gib'] or '–'} |"
+                  "", "| what | ms | × floor | peak GiB | device busy ms |", "| --- | --- | --- | --- | --- |",
+                  f"| UNet forward with CFG | {p['unet_cfg_ms']} | | | |",
+                  f"| VAE encode forward + backward | {p['vae_encode_fwd_bwd_ms']} | | | |",
+                  f"| diffusion floor | {p['floor_ms']} | 1.00 | | |"]
+        lines += [f"| {name} step | failed: {s['error']} | | | |" if "error" in s else
+                  f"| {name} step | {s['step_ms']} | {s['ratio_to_floor']} | {s['peak_gib'] or '–'} | "
+                  f"{s.get('device_busy_ms') or '–'} |"
                   for name, s in p["stages"].items()]
     for preset, e in parts.get("e2e", {}).get("presets", {}).items():
         lines += ["", f"## End to end, `{preset}` (reduced steps, extrapolated)", "",
@@ -411,7 +437,9 @@ def markdown(report: dict) -> str:
         lines += ["", f"Fixed costs (model loading, surface extraction, export{video}): {e['fixed_seconds']} s. "
                   f"**Full preset: {e['extrapolated_full_minutes']} min** "
                   f"(previews and checkpoints excluded). Peak GPU memory: {e['peak_gib'] or '–'} GiB. "
-                  f"Backends: {'; '.join(e['backends']) or 'torch'}."]
+                  f"Backends: {'; '.join(e['backends']) or 'as above (each is chosen and logged once per process)'}."]
+    for preset, error in parts.get("e2e", {}).get("failed_presets", {}).items():
+        lines += ["", f"## End to end, `{preset}`: failed", "", f"    {error}"]
     tests = parts.get("tests", {})
     if tests:
         lines += ["", f"## Tests: {tests.get('passed', 0)} passed, {tests.get('failed', 0)} failed, "
@@ -428,7 +456,7 @@ def summary(report: dict) -> str:
     head = f"text3d GPU check: {report['mode']}, {report['seconds']} s"
     rows = [head] + [f"  {name:9s} {p['status']:8s} {p.get('seconds', '')}" for name, p in parts.items()]
     for p in parts.get("sds_step", {}).get("presets", []):
-        ratios = ", ".join(f"{n} {s['ratio_to_floor']}x" for n, s in p["stages"].items())
+        ratios = ", ".join(f"{n} {s.get('ratio_to_floor', 'failed')}x" for n, s in p["stages"].items())
         rows.append(f"  {p['preset']}: floor {p['floor_ms']} ms; {ratios}")
     for preset, e in parts.get("e2e", {}).get("presets", {}).items():
         rows.append(f"  {preset}: {e['extrapolated_full_minutes']} min extrapolated, peak {e['peak_gib']} GiB")
@@ -488,6 +516,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder for report.json, report.md and log.txt")
     parser.add_argument("--wheels", type=Path, help="folder of wheels to install missing packages from (offline)")
     parser.add_argument("--budget", type=float, default=470.0, help="seconds for the whole check (default 470)")
+    parser.add_argument("--skip", nargs="+", default=[], choices=("model", "build", "tests", "sds_step", "e2e"),
+                        metavar="PART", help="parts to leave out, e.g. --skip tests (to re-measure in less time); without model, no sds_step or e2e")
     parser.add_argument("--part", choices=PARTS, help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--until", type=float, help=argparse.SUPPRESS)  # a part's deadline (epoch seconds)

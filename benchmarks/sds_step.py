@@ -1,7 +1,7 @@
 """Each stage's SDS training step against the diffusion floor, with a full-size Stable Diffusion 2.1-base.
 
     python benchmarks/sds_step.py [--preset dreamfusion-sd] [--preset preview] [--model DIR] [--steps 10]
-                                  [--json FILE] [--cpu] [KEY=VALUE ...]
+                                  [--json FILE] [--profile FILE] [--cpu] [KEY=VALUE ...]
 
 The floor is what any SDS implementation pays per step with this model: the UNet forward with classifier-free
 guidance (batch 2 x views at the preset's latent size) plus the VAE encode, forward and backward, of the views at
@@ -19,6 +19,7 @@ import json
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -45,8 +46,30 @@ def peak_gib(device: torch.device) -> float | None:
     return round(torch.cuda.max_memory_allocated() / 2**30, 3) if device.type == "cuda" else None
 
 
-def measure_preset(preset: str, model_dir: Path, repeats: int, overrides: list[str]) -> dict:
-    """Floor and per-stage step times (seconds) and peak memory (GiB) of one preset."""
+def profiled(fn, device: torch.device, steps: int = 3) -> tuple[float | None, str]:
+    """Profile ``steps`` calls of ``fn``: (device kernel milliseconds per call, None on the CPU; the op table)."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            fn()
+        sync()
+    events = prof.key_averages()
+    sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    busy = None
+    if cuda:  # the kernels' device time (microseconds), per call, summed as the table's footer sums it
+        kernels = [e for e in events if e.device_type == DeviceType.CUDA and not e.is_user_annotation]
+        busy = round(sum(e.self_device_time_total for e in kernels) / steps / 1000, 2)
+    return busy, events.table(sort_by=sort, row_limit=30, max_name_column_width=60)
+
+
+def measure_preset(preset: str, model_dir: Path, repeats: int, overrides: list[str],
+                   profile: Path | None = None) -> dict:
+    """Floor and per-stage step times (seconds) and peak memory (GiB) of one preset; with ``profile``, each stage's
+    step is also profiled and its op table appended to that file."""
     from text3d.app.chain import STAGES, Handover
     from text3d.app.jobs import generation_context
     from text3d.app.presets import load_config
@@ -70,24 +93,41 @@ def measure_preset(preset: str, model_dir: Path, repeats: int, overrides: list[s
     image = torch.rand(views, 3, res, res, device=device, requires_grad=True)
     vae_s = timed(lambda: coarse_guide.encode(image).float().sum().backward(), repeats)
     floor = unet_s + vae_s
+    print(f"preset {preset} ({views} view(s), {res}² SDS): UNet forward with CFG {unet_s * 1000:.1f} ms, "
+          f"VAE encode fwd+bwd {vae_s * 1000:.1f} ms, diffusion floor {floor * 1000:.1f} ms", flush=True)
 
     result = {}
     handover = Handover()
     with tempfile.TemporaryDirectory() as run_dir:
         for link in STAGES:  # each stage built as a run builds it, from what the stage before handed on
-            stage = link.build(ctx, handover)
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats()
-            trainer = Trainer(stage, config.trainer, accelerator, Path(run_dir))
-            steps = iter(range(10**9))
-            step_s = timed(lambda: trainer._step(next(steps), None), repeats)
-            result[link.name] = {
-                "step_ms": round(step_s * 1000, 2),
-                "ratio_to_floor": round(step_s / floor, 3),
-                "peak_gib": peak_gib(device),
-                "max_steps": stage.max_steps,
-            }
-            link.hand_on(stage, handover, ctx, Path(run_dir))
+            try:
+                stage = link.build(ctx, handover)
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats()
+                trainer = Trainer(stage, config.trainer, accelerator, Path(run_dir))
+                steps = iter(range(10**9))
+                step_s = timed(lambda: trainer._step(next(steps), None), repeats)
+                result[link.name] = {
+                    "step_ms": round(step_s * 1000, 2),
+                    "ratio_to_floor": round(step_s / floor, 3),
+                    "peak_gib": peak_gib(device),
+                    "max_steps": stage.max_steps,
+                }
+                figures = result[link.name]
+                peak = f", peak {figures['peak_gib']:.2f} GiB" if figures["peak_gib"] is not None else ""
+                print(f"  {link.name:9s} step {figures['step_ms']:8.1f} ms  {figures['ratio_to_floor']:5.2f}x floor{peak}",
+                      flush=True)
+                if profile is not None:
+                    busy_ms, table = profiled(lambda: trainer._step(next(steps), None), device)
+                    result[link.name]["device_busy_ms"] = busy_ms
+                    with open(profile, "a") as f:
+                        busy = f", {busy_ms} ms of device kernels" if busy_ms is not None else ""
+                        f.write(f"\n##### {preset}, {link.name} step: {step_s * 1000:.1f} ms wall{busy}\n{table}\n")
+                link.hand_on(stage, handover, ctx, Path(run_dir))
+            except Exception as exc:  # keep the figures measured so far; the later stages need this one
+                traceback.print_exc()
+                result[link.name] = {"error": f"{type(exc).__name__}: {exc}".splitlines()[0][:300]}
+                break
     return {
         "preset": preset,
         "views_per_step": views,
@@ -105,6 +145,7 @@ def main() -> int:
     parser.add_argument("--model", type=Path, help="model folder (default: random SD 2.1-base weights)")
     parser.add_argument("--steps", type=int, default=10, help="timed repeats per figure")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--profile", type=Path, help="profile each stage's step; write the op tables to this file")
     parser.add_argument("--cpu", action="store_true",
                         help="run on the CPU (a smoke test of this script; needs --model, e.g. a tiny test model)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides for every preset")
@@ -117,26 +158,22 @@ def main() -> int:
     from text3d.testing.sd21 import write_random_sd21
 
     overrides = [*args.overrides, *(["trainer.device=cpu"] if args.cpu else [])]
+    if args.profile:
+        args.profile.write_text("")
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = args.model or write_random_sd21(Path(tmp) / "sd21-random", device="cuda")
         report = {
             "device": torch.cuda.get_device_name() if not args.cpu else "cpu",
             "torch": torch.__version__,
             "cuda": torch.version.cuda,
-            "presets": [measure_preset(p, model_dir, args.steps, overrides) for p in args.preset or ["dreamfusion-sd"]],
+            "presets": [],
         }
-    for p in report["presets"]:
-        print(f"{report['device']}  torch {report['torch']}  preset {p['preset']}  ({p['views_per_step']} view(s), "
-              f"{p['sds_resolution']}² SDS)")
-        print(f"  UNet forward, CFG         {p['unet_cfg_ms']:8.1f} ms")
-        print(f"  VAE encode fwd+bwd        {p['vae_encode_fwd_bwd_ms']:8.1f} ms")
-        print(f"  diffusion floor           {p['floor_ms']:8.1f} ms")
-        for name, s in p["stages"].items():
-            peak = f"peak {s['peak_gib']:.2f} GiB" if s["peak_gib"] is not None else ""
-            print(f"  {name:9s} step            {s['step_ms']:8.1f} ms  {s['ratio_to_floor']:5.2f}x floor  {peak}")
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-    return 0
+        print(f"{report['device']}  torch {report['torch']}", flush=True)
+        for preset in args.preset or ["dreamfusion-sd"]:
+            report["presets"].append(measure_preset(preset, model_dir, args.steps, overrides, args.profile))
+            if args.json:  # after each preset: a run stopped at a time limit keeps what it measured
+                args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 1 if any("error" in s for p in report["presets"] for s in p["stages"].values()) else 0
 
 
 if __name__ == "__main__":

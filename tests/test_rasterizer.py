@@ -1,3 +1,4 @@
+import sys
 import warnings
 
 import numpy as np
@@ -392,6 +393,39 @@ def fake_nvdiffrast(monkeypatch):
     return fake
 
 
+def test_a_freshly_built_nvdiffrast_plugin_is_registered_and_the_context_retried(monkeypatch):
+    # nvdiffrast 0.3.3 imports its plugin by name after torch's cpp_extension.load, which torch 2.11 does not
+    # register: the first context fails with ModuleNotFoundError although the build is done (seen on an H200).
+    from torch.utils import cpp_extension
+
+    name = "nvdiffrast_plugin_0_3_3_1_torch2_11_0_cu130"
+    plugin = object()
+
+    class Dr:
+        def RasterizeCudaContext(self, device=None):
+            if name not in sys.modules:
+                raise ModuleNotFoundError(f"No module named '{name}'", name=name)
+            return ("context", device, sys.modules[name])
+
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.setattr(R, "_nvdiffrast", Dr)
+    monkeypatch.setattr(cpp_extension, "_get_build_directory", lambda n, verbose: f"/cache/{n}")
+    loaded = []
+    monkeypatch.setattr(cpp_extension, "_import_module_from_library",
+                        lambda n, path, is_python: loaded.append((n, path, is_python)) or plugin)
+    assert R._nvdiffrast_context(torch.device("cpu")) == ("context", torch.device("cpu"), plugin)
+    assert loaded == [(name, f"/cache/{name}", True)]
+
+    # Any other missing module (nvdiffrast itself, a plugin dependency) is not guessed at: it propagates.
+    class Broken:
+        def RasterizeCudaContext(self, device=None):
+            raise ModuleNotFoundError("No module named 'nvdiffrast'", name="nvdiffrast")
+
+    monkeypatch.setattr(R, "_nvdiffrast", Broken)
+    with pytest.raises(ModuleNotFoundError):
+        R._nvdiffrast_context(torch.device("cpu"))
+
+
 def test_the_nvdiffrast_branch_passes_nvdiffrast_layouts(fake_nvdiffrast):
     pos, tri, verts = sphere_clip(2, 24, 32, azimuths=(30.0, 200.0))
     strided = pos.transpose(0, 1).contiguous().transpose(0, 1)  # same values, not contiguous
@@ -489,22 +523,28 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
 def test_gpu_rasterize_and_interpolate_match_the_torch_twin():
     pos, tri, verts = sphere_clip(3, 96, 128, azimuths=(30.0, 200.0))
     pos, tri, attr = pos.cuda(), tri.cuda(), (verts * 0.5 + 0.5).cuda()
+    ids = {backend: R.rasterize(pos, tri, (96, 128), backend=backend)[0][..., 3] for backend in ("nvdiffrast", "torch")}
+    same = ids["nvdiffrast"] == ids["torch"]
+    assert same.float().mean() > 0.995
+    # On an H200 the whole-image position gradients differed by 11 % while coverage, barycentrics, derivatives and
+    # the image matched. Edge pixels covered by different triangles (nvdiffrast snaps to a sub-pixel grid) send their
+    # gradient to other vertices of this 1280-triangle sphere, so the gradients are compared on the pixels both
+    # backends give the same triangle (or none).
+    weight = torch.linspace(-1, 1, 128, device="cuda")[:, None] * same[..., None]
     out = {}
     for backend in ("nvdiffrast", "torch"):
         p, a = pos.clone().requires_grad_(), attr.clone().requires_grad_()
         rast, db = R.rasterize(p, tri, (96, 128), backend=backend)
         img = R.interpolate(a, rast, tri, backend=backend)
-        (img * torch.linspace(-1, 1, 128, device="cuda")[:, None]).sum().backward()
+        (img * weight).sum().backward()
         out[backend] = rast.detach(), db.detach(), img.detach(), p.grad, a.grad
     (rn, dbn, imn, gpn, gan), (rt, dbt, imt, gpt, gat) = out["nvdiffrast"], out["torch"]
-    same = rn[..., 3] == rt[..., 3]
-    assert same.float().mean() > 0.995
     hit = same & (rn[..., 3] > 0)
     torch.testing.assert_close(rt[hit][:, :3], rn[hit][:, :3], atol=1e-4, rtol=0)
     torch.testing.assert_close(dbt[hit], dbn[hit], atol=1e-4, rtol=1e-3)
     torch.testing.assert_close(imt[hit], imn[hit], atol=1e-4, rtol=0)
-    # A few edge pixels are covered differently (nvdiffrast snaps to a sub-pixel grid): allow a few per cent.
-    assert relative_error(gpt, gpn) < 0.05 and relative_error(gat, gan) < 0.05
+    assert relative_error(gpt, gpn) < 0.01, relative_error(gpt, gpn)
+    assert relative_error(gat, gan) < 0.01, relative_error(gat, gan)
 
 
 @gpu

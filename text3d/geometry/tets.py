@@ -45,7 +45,8 @@ def tet_grid(resolution: int, radius: float, device: torch.device | str | None =
     verts = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(-1, 3)
     stride = torch.tensor([(n + 1) ** 2, n + 1, 1], dtype=torch.int64, device=device)
     cube = torch.arange(n, device=device)
-    lowest = torch.stack(torch.meshgrid(cube, cube, cube, indexing="ij"), dim=-1).reshape(-1, 3) @ stride  # [n^3]
-    offsets = _kuhn_corners().to(device) @ stride  # [6, 4]
+    # Flat indices as sums of products: CUDA has no integer matmul.
+    lowest = (torch.stack(torch.meshgrid(cube, cube, cube, indexing="ij"), dim=-1).reshape(-1, 3) * stride).sum(-1)
+    offsets = (_kuhn_corners().to(device) * stride).sum(-1)  # [6, 4]
     tets = (lowest[:, None, None] + offsets).reshape(-1, 4)
     return verts, tets

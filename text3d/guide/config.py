@@ -22,6 +22,9 @@ class ModelConfig:
     """Never touch the network, use the local cache only (None: follow the HF_HUB_OFFLINE environment variable)."""
     dtype: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     """Weight dtype of the frozen model ('auto': fp16 on CUDA, fp32 on CPU)."""
+    vae_dtype: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    """Weight dtype of the VAE ('auto': as the model, except a VAE flagged force_upcast (SD 1.x/2.x overflow in
+    fp16): bf16 (fp32's range) on CUDA devices that have it, else fp32)."""
     channels_last: bool = True
     """Store UNet and VAE weights channels-last (faster convolutions on CUDA; ignored elsewhere)."""
     compile: bool = False

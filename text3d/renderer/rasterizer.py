@@ -27,6 +27,7 @@ lower triangle index in the torch backend and are unspecified in nvdiffrast.
 
 from __future__ import annotations
 
+import sys
 from typing import Literal
 
 import torch
@@ -470,11 +471,28 @@ def _nvdiffrast_problem(device: torch.device) -> str | None:
     """Why nvdiffrast cannot run on CUDA ``device`` (None if it can); imports and JIT-builds it once per device."""
     if device not in _nvdiffrast_problems:
         try:
-            _cuda_contexts[device] = _nvdiffrast().RasterizeCudaContext(device=device)
+            _cuda_contexts[device] = _nvdiffrast_context(device)
             _nvdiffrast_problems[device] = None
         except Exception as exc:  # not installed, or its first-use build failed (no compiler, ...)
             _nvdiffrast_problems[device] = f"{type(exc).__name__}: {exc}".splitlines()[0]
     return _nvdiffrast_problems[device]
+
+
+def _nvdiffrast_context(device: torch.device):
+    """nvdiffrast's CUDA rasterizer context on ``device``; its first call JIT-builds nvdiffrast's plugin."""
+    dr = _nvdiffrast()
+    try:
+        return dr.RasterizeCudaContext(device=device)
+    except ModuleNotFoundError as exc:
+        # nvdiffrast 0.3.3 builds its plugin with torch.utils.cpp_extension.load, then imports it by name; torch 2.11
+        # loads the module without registering it, so that import fails. The build is done: register it and retry.
+        if not (exc.name or "").startswith("nvdiffrast_plugin"):
+            raise
+        from torch.utils import cpp_extension
+
+        folder = cpp_extension._get_build_directory(exc.name, False)
+        sys.modules[exc.name] = cpp_extension._import_module_from_library(exc.name, folder, True)
+        return dr.RasterizeCudaContext(device=device)
 
 
 def _nvdiffrast():
