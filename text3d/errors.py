@@ -13,6 +13,10 @@ class TrainingError(Exception):
     exit_code = 1
 
 
+class RunDirBusy(UserError):
+    """A run directory that another text3d process holds: one line naming the holder, exit code 2."""
+
+
 class BackendUnavailable(UserError, RuntimeError):
     """An accelerated backend that was asked for by name (not 'auto') cannot run here: one line, exit code 2."""
 

@@ -64,7 +64,7 @@ class Manifest:
     def __init__(self, out_root: Path, plan: Sequence[PlannedRun], rank: int, world: int) -> None:
         self.out_root, self.rank, self.world = out_root, rank, world
         self.path = out_root / MANIFEST
-        self.pending = [_record(run, "pending", rank=run.index % world) for run in plan]
+        self.pending = [manifest_record(run, "pending", rank=run.index % world) for run in plan]
         self.mine: dict[int, dict] = {}
         # What an earlier invocation recorded of the runs it finished: their time is kept when they are skipped.
         earlier = _read_jsonl(self.path) if self.path.is_file() else []
@@ -119,8 +119,8 @@ def _write_jsonl(path: Path, records: Sequence[dict]) -> None:
     write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
-def _record(run: PlannedRun, status: str, rank: int, seconds: float | None = None, error: str | None = None,
-            skipped: bool = False) -> dict:
+def manifest_record(run: PlannedRun, status: str, rank: int, seconds: float | None = None, error: str | None = None,
+                    skipped: bool = False) -> dict:
     """An item's manifest record. A run finished by an earlier invocation is ``done`` with ``skipped`` true (this
     invocation left it alone) and keeps the earlier record's ``seconds``."""
     outputs, stage_seconds = [], {}
@@ -237,7 +237,7 @@ def _run_one(run: PlannedRun, rank: int, manifest: Manifest, callbacks: list[Cal
              stop_event: threading.Event | None) -> dict:
     if is_finished(run.run_dir):
         earlier = manifest.finished_before.get(str(run.run_dir), {})
-        return _record(run, "done", rank, earlier.get("seconds"), skipped=True)
+        return manifest_record(run, "done", rank, earlier.get("seconds"), skipped=True)
     t0 = time.perf_counter()
     try:
         resume = (run.run_dir / "config.yaml").exists()
@@ -245,11 +245,11 @@ def _run_one(run: PlannedRun, rank: int, manifest: Manifest, callbacks: list[Cal
     except Exception as e:  # one bad prompt must not end the batch: its error goes to the manifest
         if not isinstance(e, (UserError, TrainingError)):
             log.exception("%s failed", run.run_dir)  # unexpected: keep the traceback for a bug report
-        return _record(run, "failed", rank, round(time.perf_counter() - t0, 2), _one_line(e))
-    return _record(run, "stopped" if result.stopped else "done", rank, round(time.perf_counter() - t0, 2))
+        return manifest_record(run, "failed", rank, round(time.perf_counter() - t0, 2), one_line(e))
+    return manifest_record(run, "stopped" if result.stopped else "done", rank, round(time.perf_counter() - t0, 2))
 
 
-def _one_line(e: BaseException) -> str:
+def one_line(e: BaseException) -> str:
     text = " ".join(str(e).split())
     if isinstance(e, (UserError, TrainingError)):
         return text

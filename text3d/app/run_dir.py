@@ -10,13 +10,14 @@ import logging
 import os
 import re
 import shutil
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from text3d.app.schema import Text3DConfig
 from text3d.config import build, diff, load_yaml, to_yaml
-from text3d.errors import UserError, WriteFailed
+from text3d.errors import RunDirBusy, UserError, WriteFailed
 from text3d.io import os_reason, remove_temp_files, write_text
 from text3d.stage.checkpoints import CheckpointStore
 from text3d.stage.config import STAGE_NAMES
@@ -129,11 +130,12 @@ class RunDir:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise UserError(f"{self.path} is in use by another text3d process (PID {holder}); wait for it to end, "
-                            "or choose another --out") from None
+            holder = os.pread(fd, 256, 0).decode(errors="replace").strip() or "unknown"
+            raise RunDirBusy(f"{self.path} is in use by another text3d process (PID {holder}); wait for it to end, "
+                             "or choose another --out") from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        # The host too: on shared storage the holder may be a process on another machine.
+        os.pwrite(fd, f"{os.getpid()} on {socket.gethostname()}\n".encode(), 0)
 
     def _start(self, config: Text3DConfig, resume: bool) -> None:
         if self.config_path.exists():
