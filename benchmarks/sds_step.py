@@ -107,19 +107,18 @@ def measure_preset(preset: str, model_dir: Path, repeats: int, overrides: list[s
                 trainer = Trainer(stage, config.trainer, accelerator, Path(run_dir))
                 steps = iter(range(10**9))
                 step_s = timed(lambda: trainer._step(next(steps), None), repeats)
-                result[link.name] = {
+                figures = result[link.name] = {
                     "step_ms": round(step_s * 1000, 2),
                     "ratio_to_floor": round(step_s / floor, 3),
                     "peak_gib": peak_gib(device),
                     "max_steps": stage.max_steps,
                 }
-                figures = result[link.name]
                 peak = f", peak {figures['peak_gib']:.2f} GiB" if figures["peak_gib"] is not None else ""
                 print(f"  {link.name:9s} step {figures['step_ms']:8.1f} ms  {figures['ratio_to_floor']:5.2f}x floor{peak}",
                       flush=True)
                 if profile is not None:
                     busy_ms, table = profiled(lambda: trainer._step(next(steps), None), device)
-                    result[link.name]["device_busy_ms"] = busy_ms
+                    figures["device_busy_ms"] = busy_ms
                     with open(profile, "a") as f:
                         busy = f", {busy_ms} ms of device kernels" if busy_ms is not None else ""
                         f.write(f"\n##### {preset}, {link.name} step: {step_s * 1000:.1f} ms wall{busy}\n{table}\n")

@@ -39,7 +39,7 @@ from text3d.app.progress import TqdmCallback
 from text3d.app.prompt_files import BatchItem
 from text3d.app.run_dir import is_finished
 from text3d.app.schema import Text3DConfig
-from text3d.errors import TrainingError, UserError
+from text3d.errors import RunDirBusy, TrainingError, UserError
 from text3d.io import write_text
 from text3d.stage.trainer import Callback
 
@@ -69,6 +69,13 @@ class Manifest:
         # What an earlier invocation recorded of the runs it finished: their time is kept when they are skipped.
         earlier = _read_jsonl(self.path) if self.path.is_file() else []
         self.finished_before = {r["run_dir"]: r for r in earlier if r.get("status") == "done"}
+
+    def skipped(self, run: PlannedRun, rank: int) -> dict | None:
+        """The record of a run an earlier invocation finished (left alone, its time kept); None if unfinished."""
+        if not is_finished(run.run_dir):
+            return None
+        earlier = self.finished_before.get(str(run.run_dir), {})
+        return manifest_record(run, "done", rank, earlier.get("seconds"), skipped=True)
 
     def shard(self, rank: int) -> Path:
         return self.out_root / f"manifest.{rank}.jsonl"
@@ -235,17 +242,28 @@ def run_plan(
 
 def _run_one(run: PlannedRun, rank: int, manifest: Manifest, callbacks: list[Callback],
              stop_event: threading.Event | None) -> dict:
-    if is_finished(run.run_dir):
-        earlier = manifest.finished_before.get(str(run.run_dir), {})
-        return manifest_record(run, "done", rank, earlier.get("seconds"), skipped=True)
+    return manifest.skipped(run, rank) or generate_record(run, rank, callbacks, stop_event)
+
+
+def generate_record(run: PlannedRun, rank: int, callbacks: list[Callback] | None = None,
+                    stop_event: threading.Event | None = None, busy_wait: float = 0.0) -> dict:
+    """Generate ``run`` (resuming it if it has started) and return its manifest record: ``failed`` with a one-line
+    error rather than raising, so one bad prompt does not end the batch. A run directory another process holds is
+    tried again every 5 s for up to ``busy_wait`` seconds."""
     t0 = time.perf_counter()
-    try:
-        resume = (run.run_dir / "config.yaml").exists()
-        result = generate(run.config, run.run_dir, resume=resume, callbacks=callbacks, stop_event=stop_event)
-    except Exception as e:  # one bad prompt must not end the batch: its error goes to the manifest
-        if not isinstance(e, (UserError, TrainingError)):
-            log.exception("%s failed", run.run_dir)  # unexpected: keep the traceback for a bug report
-        return manifest_record(run, "failed", rank, round(time.perf_counter() - t0, 2), one_line(e))
+    deadline = time.monotonic() + busy_wait
+    while True:
+        try:
+            resume = (run.run_dir / "config.yaml").exists()
+            result = generate(run.config, run.run_dir, resume=resume, callbacks=callbacks, stop_event=stop_event)
+            break
+        except Exception as e:
+            if isinstance(e, RunDirBusy) and time.monotonic() < deadline:
+                time.sleep(5.0)
+                continue
+            if not isinstance(e, (UserError, TrainingError)):
+                log.exception("%s failed", run.run_dir)  # unexpected: keep the traceback for a bug report
+            return manifest_record(run, "failed", rank, round(time.perf_counter() - t0, 2), one_line(e))
     return manifest_record(run, "stopped" if result.stopped else "done", rank, round(time.perf_counter() - t0, 2))
 
 

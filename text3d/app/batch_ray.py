@@ -22,19 +22,14 @@ import os
 import secrets
 import socket
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from tqdm import tqdm
 
-from text3d.app.batch import BatchResult, Manifest, manifest_record, one_line
+from text3d.app.batch import BatchResult, Manifest, generate_record, manifest_record, one_line
 from text3d.app.batch_plan import PlannedRun
-from text3d.app.jobs import generate
-from text3d.app.run_dir import is_finished
-from text3d.errors import RunDirBusy, TrainingError, UserError
-
-log = logging.getLogger(__name__)
+from text3d.errors import UserError
 
 # How long a retried task waits for its run directory's lock: a lock held over NFS by a dead node is released when
 # the server's lease for that client expires (90 s by default on Linux NFSv4 servers).
@@ -47,7 +42,7 @@ def run_plan_on_ray(
     address: str | None = None,
     source: str = "prompts",
     progress: bool = False,
-    cpus: float = 1.0,
+    cpus: int = 1,
     retries: int = 3,
 ) -> BatchResult:
     """Run a planned batch as Ray tasks on the cluster at ``address`` (``auto``: the running one; ``host:port`` or
@@ -66,9 +61,9 @@ def run_plan_on_ray(
         task = ray.remote(_generate_task).options(**resources, max_retries=retries, retry_exceptions=False)
         pending = {}
         for run in plan:
-            if is_finished(run.run_dir):
-                earlier = manifest.finished_before.get(str(run.run_dir), {})
-                manifest.update(manifest_record(run, "done", 0, earlier.get("seconds"), skipped=True))
+            skipped = manifest.skipped(run, 0)
+            if skipped:
+                manifest.update(skipped)
             else:
                 pending[task.remote(run, tracker)] = run
         _drive(ray, pending, manifest, tracker, source, progress, total=len(plan))
@@ -212,20 +207,4 @@ def _generate_task(run: PlannedRun, tracker) -> dict:
 
     logging.getLogger("text3d").setLevel(logging.INFO)  # as the CLI sets it: the run's log.txt gets the same lines
     ray.get(tracker.started.remote(str(run.run_dir), f"{socket.gethostname()}:{os.getpid()}"))
-    t0 = time.perf_counter()
-    deadline = time.monotonic() + LOCK_WAIT_SECONDS
-    while True:
-        try:
-            resume = (run.run_dir / "config.yaml").exists()
-            result = generate(run.config, run.run_dir, resume=resume)
-            break
-        except RunDirBusy:
-            if time.monotonic() > deadline:
-                return manifest_record(run, "failed", 0, round(time.perf_counter() - t0, 2),
-                               f"{run.run_dir} stayed locked for {LOCK_WAIT_SECONDS:.0f} s")
-            time.sleep(5.0)
-        except Exception as e:  # an application error: recorded, not retried
-            if not isinstance(e, (UserError, TrainingError)):
-                log.exception("%s failed", run.run_dir)
-            return manifest_record(run, "failed", 0, round(time.perf_counter() - t0, 2), one_line(e))
-    return manifest_record(run, "stopped" if result.stopped else "done", 0, round(time.perf_counter() - t0, 2))
+    return generate_record(run, 0, busy_wait=LOCK_WAIT_SECONDS)
