@@ -46,7 +46,8 @@ def add_batch_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument(
         "--ray", nargs="?", const="local", metavar="ADDRESS",
         help="run the prompts as tasks on a Ray cluster (pip install 'text3d[ray]'): ADDRESS is 'auto' (the cluster "
-        "this machine belongs to), host:port or ray://host:port; without ADDRESS a local cluster is started. "
+        "this machine belongs to), host:port or ray://host:port; without ADDRESS the cluster 'ray start' started here, "
+        "else a local one for this batch. "
         "--out-root must be on storage every node mounts at the same path",
     )
     p.add_argument("--ray-cpus", type=count_argument(1), default=1, metavar="N",

@@ -46,18 +46,26 @@ def run_plan_on_ray(
     retries: int = 3,
 ) -> BatchResult:
     """Run a planned batch as Ray tasks on the cluster at ``address`` (``auto``: the running one; ``host:port`` or
-    ``ray://host:port``; None: a new local cluster, shut down at the end). See the module docstring."""
+    ``ray://host:port``; None: Ray's rule, the cluster ``ray start`` started on this machine, else a new local one,
+    shut down at the end). See the module docstring."""
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     _connect(ray, address)
     try:
-        out_root.mkdir(parents=True, exist_ok=True)
-        _check_shared_storage(ray, out_root)
         gpus = ray.cluster_resources().get("GPU", 0) > 0
         resources = {"num_gpus": 1, "num_cpus": 1} if gpus else {"num_cpus": cpus}
+        largest = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]), default=0)
+        if not gpus and largest < cpus:
+            raise UserError(f"--ray-cpus {cpus}: the largest node of the Ray cluster has {largest:g} CPUs; no task "
+                            "would ever start")
+        out_root.mkdir(parents=True, exist_ok=True)
+        _check_shared_storage(ray, out_root)
         manifest = Manifest(out_root, plan, rank=0, world=1)
         manifest.start()
-        tracker = ray.remote(num_cpus=0)(Tracker).remote()
+        # On the driver's node: a node that dies must not take the record of every run's attempts with it.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        tracker = ray.remote(num_cpus=0)(Tracker).options(scheduling_strategy=here).remote()
         task = ray.remote(_generate_task).options(**resources, max_retries=retries, retry_exceptions=False)
         pending = {}
         for run in plan:
@@ -84,7 +92,18 @@ def _connect(ray, address: str | None) -> None:
         # Worker output goes to each run's log.txt; echoed here it would tear through the progress bar.
         ray.init(address=address, log_to_driver=False, configure_logging=False)
     except (ConnectionError, RuntimeError, ValueError) as e:
-        raise UserError(f"cannot connect to {where}: {one_line(e)}") from None
+        raise UserError(f"cannot connect to {where}: {_refused_token(ray, e) or one_line(e)}") from None
+
+
+def _refused_token(ray, error: BaseException) -> str | None:
+    """What to do when ``error`` (from ``ray.init``) comes from a cluster that refused this process's auth token."""
+    while error is not None:
+        # Ray 2.60 reports the GCS's refusal as text inside a RuntimeError, not always as the exception itself.
+        if isinstance(error, ray.exceptions.AuthenticationError) or "InvalidAuthToken" in str(error):
+            return ("it refused this machine's authentication token: give the cluster's token in RAY_AUTH_TOKEN, in "
+                    "a file named by RAY_AUTH_TOKEN_PATH, or in ~/.ray/auth_token")
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def _unreachable(address: str, timeout: float = 10.0) -> str | None:
@@ -152,7 +171,8 @@ def _drive(ray, pending: dict, manifest: Manifest, tracker, source: str, progres
                 running = ray.get(tracker.running.remote())  # after the wait: it knows every finished task's attempts
                 for ref in ready:
                     run = pending.pop(ref)
-                    record = {**_result(ray, ref, run), "attempts": running.get(str(run.run_dir), ("", 0))[1]}
+                    attempts = max(running.get(str(run.run_dir), ("", 1))[1], 1)  # a task's report may come late
+                    record = {**_result(ray, ref, run), "attempts": attempts}
                     manifest.update(record)
                     counts["done" if record["status"] == "done" else "failed"] += 1
                     shown.pop(str(run.run_dir), None)
@@ -192,10 +212,9 @@ class Tracker:
         self.attempts: dict[str, int] = {}
         self.workers: dict[str, str] = {}
 
-    def started(self, run_dir: str, worker: str) -> int:
+    def started(self, run_dir: str, worker: str) -> None:
         self.attempts[run_dir] = self.attempts.get(run_dir, 0) + 1
         self.workers[run_dir] = worker
-        return self.attempts[run_dir]
 
     def running(self) -> dict[str, tuple[str, int]]:
         return {run_dir: (worker, self.attempts[run_dir]) for run_dir, worker in self.workers.items()}
@@ -203,8 +222,7 @@ class Tracker:
 
 def _generate_task(run: PlannedRun, tracker) -> dict:
     """One Ray task: generate ``run`` (resuming it from its last checkpoint if an earlier attempt made one)."""
-    import ray
-
     logging.getLogger("text3d").setLevel(logging.INFO)  # as the CLI sets it: the run's log.txt gets the same lines
-    ray.get(tracker.started.remote(str(run.run_dir), f"{socket.gethostname()}:{os.getpid()}"))
+    # Not waited for: a task blocked in ray.get lends its CPUs to the next task, which would then run alongside it.
+    tracker.started.remote(str(run.run_dir), f"{socket.gethostname()}:{os.getpid()}")
     return generate_record(run, 0, busy_wait=LOCK_WAIT_SECONDS)

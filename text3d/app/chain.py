@@ -51,6 +51,8 @@ class JobContext:
     eval_cameras: Callable[[CameraConfig], Cameras]
     test_views: ViewSet | None = None
     """Reference test views (reconstruction): every stage's output is scored on them."""
+    summary: str = ""
+    """What the job makes, in one line: the first line each start of the run adds to its ``log.txt``."""
     renderer: MeshRenderer = field(init=False)
     """The mesh renderer of the geometry and texture stages and of the export."""
 

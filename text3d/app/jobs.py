@@ -73,7 +73,7 @@ def reconstruct(
         return DatasetViewSampler(train.cameras, config.data.views_per_step, rays)
 
     ctx = JobContext(config, make_accelerator(config.trainer), lambda _: guide, sample_views, lambda _: eval_cameras,
-                     test)
+                     test, f"reconstruct: {config.data.path} ({len(train)} training views)")
     return _run(ctx, run_dir, resume, callbacks, stop_event, start)
 
 
@@ -101,7 +101,6 @@ def generation_context(config: Text3DConfig) -> JobContext:
     sds = config.guide.sds
     model = load_diffusion_model(model_config(sds.model), sds.kind, accelerator.device)
     prompts = PromptProcessor(config.prompt, model.tokenizer, model.text_encoder, accelerator.device, model.dtype)
-    log.info("generate: '%s' with %s (%s SDS)", config.prompt.text, model.model_id, sds.kind)
 
     def make_guide(stage):
         scale = stage.guidance_scale
@@ -109,7 +108,8 @@ def generation_context(config: Text3DConfig) -> JobContext:
         return make_sds_guide(stage_sds, model, prompts, stage.max_steps, config.seed)
 
     return JobContext(config, accelerator, make_guide, lambda camera, _: CameraSampler(camera),
-                      lambda camera: CameraSampler(camera).orbit())
+                      lambda camera: CameraSampler(camera).orbit(),
+                      summary=f"generate: '{config.prompt.text}' with {model.model_id} ({sds.kind} SDS)")
 
 
 def export_run(run_dir: Path, from_stage: str | None = None, overrides: Sequence[str] = ()) -> JobResult:
@@ -182,6 +182,7 @@ def _run(ctx: JobContext, run_dir: Path, resume: bool, callbacks, stop_event, st
     check_export_tools(cfg.export)  # before the training that the export would otherwise end
     metrics: dict = {}
     with RunDir(Path(run_dir)).hold(cfg, resume) as run:
+        log.info(ctx.summary)
         handover = run_stages(ctx, run.path, True, resume, callbacks, stop_event, metrics)
         if handover is None:
             return JobResult(run.path, stopped=True)
