@@ -151,3 +151,16 @@ def test_camera_sampler_ranges_and_seeding():
     az = torch.deg2rad(orbit.azimuth)  # compared as directions: 180 and -180 are the same azimuth
     expected = torch.deg2rad(torch.tensor([0.0, 90.0, 180.0, 270.0]))
     torch.testing.assert_close(torch.stack([az.cos(), az.sin()]), torch.stack([expected.cos(), expected.sin()]), atol=1e-5, rtol=0)
+
+
+def test_fixed_framing_gives_the_scene_one_size_in_every_image():
+    free = CameraSampler(CameraConfig(batch_size=64))(torch.Generator().manual_seed(2))
+    fixed = CameraSampler(CameraConfig(batch_size=64, fixed_framing=True, distance_range=(1.75, 1.75)))(
+        torch.Generator().manual_seed(2))
+    torch.testing.assert_close(fixed.fov_y, free.fov_y)  # the same draws: only the distance follows the fov
+    # The half-height a view spans at the origin: what makes an object look large or small.
+    span = fixed.position.norm(dim=-1) * torch.tan(fixed.fov_y / 2)
+    torch.testing.assert_close(span, torch.full_like(span, 1.75 * math.tan(math.radians(55.0) / 2)))
+    free_span = free.position.norm(dim=-1) * torch.tan(free.fov_y / 2)
+    assert free_span.max() / free_span.min() > 2.0  # without it the framing varies over 2x
+    assert fixed.position.norm(dim=-1).max() / fixed.position.norm(dim=-1).min() > 1.5

@@ -63,19 +63,21 @@ def test_training_resumes_from_the_saved_model_and_records_each_run(tmp_path, ca
     train_toy_model(out, config, log_every=1)
     before = load_diffusion_model(ModelConfig(model=str(out), dtype="fp32"), "pixel", "cpu").unet.state_dict()
 
-    # The captions may change on resuming (here: to plain ones); the card records each run's.
-    assert main([str(out), "--resume", "--steps", "5", "--save-every", "0", "--azimuth-sectors", "0"]) == 0
+    # The captions and views may change on resuming (here: plain ones, fixed framing); the card records each run's.
+    assert main([str(out), "--resume", "--steps", "5", "--save-every", "0", "--azimuth-sectors", "0",
+                 "--framing-distance", "1.75"]) == 0
     stats = json.loads((out / "training.json").read_text())
     assert stats["steps"] == 5 and stats["config"]["steps"] == 5 and stats["config"]["azimuth_sectors"] == 0
     assert [r["steps"] for r in stats["runs"]] == [[0, 2], [2, 5]]
     assert [r["azimuth_sectors"] for r in stats["runs"]] == [12, 0]
+    assert [r["framing_distance"] for r in stats["runs"]] == [0.0, 1.75]
     assert stats["seconds"] == pytest.approx(sum(r["seconds"] for r in stats["runs"]), abs=0.2)
     card = (out / "README.md").read_text()  # it says how to reproduce both runs
     assert (
         "--steps 2 --batch-size 4 --resolution 16 --seed 0 --lr 0.0005 --azimuth-sectors 12 --plain-captions 0.25"
         in card
     )
-    assert "--resume --steps 5 --azimuth-sectors 0 --plain-captions 0.25" in card
+    assert "--resume --steps 5 --azimuth-sectors 0 --plain-captions 0.25 --framing-distance 1.75\n" in card
     assert "steps 0-2: plain in 25% of images" in card and "steps 2-5: plain." in card
     assert "_name_or_path" not in (out / "unet" / "config.json").read_text()  # saved as a fresh run saves it
     after = load_diffusion_model(ModelConfig(model=str(out), dtype="fp32"), "pixel", "cpu").unet.state_dict()

@@ -190,6 +190,9 @@ class CameraSampler:
         elevation = torch.rad2deg(torch.asin(uniform((lo, hi))))
         distance = uniform(c.distance_range)
         fov = uniform(c.fov_range)
+        if c.fixed_framing:
+            half = math.radians(c.eval_fov) / 2
+            distance = distance * math.tan(half) / torch.tan(torch.deg2rad(fov) / 2)
         return spherical_cameras(azimuth, elevation, distance, fov, c.height, c.width)
 
     def orbit(self, n: int | None = None, height: int | None = None, width: int | None = None) -> Cameras:

@@ -26,6 +26,10 @@ class CameraConfig:
     """Training camera distance from the origin, scene units."""
     fov_range: Annotated[tuple[float, float], Range(0.0, 180.0, min_exclusive=True, max_exclusive=True)] = (40.0, 70.0)
     """Training vertical field of view, degrees."""
+    fixed_framing: bool = False
+    """Move each training camera with its field of view so that the scene at the origin fills the same part of every
+    image: the camera stands at distance * tan(eval_fov / 2) / tan(fov / 2), the distance drawn from distance_range
+    (threestudio's relative radius). Then an image's framing cannot make a small object pass for a large one."""
     eval_views: Annotated[int, Range(1, 360)] = 8
     """Number of views on the evaluation orbit (previews, turntable)."""
     eval_elevation: Annotated[float, Range(-90.0, 90.0)] = 15.0

@@ -33,7 +33,7 @@ from transformers import CLIPTextConfig, CLIPTextModel
 
 from text3d.prompt.processor import PromptConfig
 from text3d.prompt.vocab import write_word_tokenizer
-from text3d.renderer.cameras import Cameras
+from text3d.renderer.cameras import CameraConfig, Cameras
 from text3d.toy.vocabulary import COLORS, SHAPES
 from text3d.toy.world import render_toy_batch
 
@@ -64,6 +64,9 @@ class ToyTrainConfig:
     a cube looks alike every quarter turn, so only a finer sector tells the model which way it faces (0: never)."""
     plain_captions: float = 0.25
     """Probability of the plain caption, without a sector, when ``azimuth_sectors`` > 0: plain prompts still work."""
+    framing_distance: float = 0.0
+    """0: training views at random distances and fields of view (the coarse stage's defaults); > 0: fixed framing
+    at this distance (``CameraConfig.fixed_framing``), so an object's size in the image is its size in the world."""
     ema_decay: float = 0.999
     """Decay of the exponential moving average of the weights that are saved."""
     block_out_channels: tuple[int, ...] = (16, 32, 64)
@@ -131,7 +134,8 @@ def model_card(stats: dict) -> str:
     runs = stats["runs"]
 
     def captions(r: dict) -> str:
-        return f" --azimuth-sectors {r['azimuth_sectors']} --plain-captions {r['plain_captions']}"
+        framing = f" --framing-distance {r['framing_distance']}" if r.get("framing_distance", 0) > 0 else ""
+        return f" --azimuth-sectors {r['azimuth_sectors']} --plain-captions {r['plain_captions']}{framing}"
 
     first = (
         f"python -m text3d.toy.train text3d/toy/weights --steps {runs[0]['steps'][1]} --batch-size {c['batch_size']}"
@@ -229,8 +233,8 @@ def _load_for_resume(out_dir: Path, config: ToyTrainConfig, text_encoder, unet) 
     """Load the weights of the model in ``out_dir`` into freshly built components (so the folder written at the end
     is exactly what a run from scratch writes) after checking it against ``config``; returns its stats."""
     saved, stats = saved_training(out_dir)
-    # Only the captions may change between runs: the rest shapes the weights being loaded.
-    free = {"steps", "azimuth_sectors", "plain_captions"}
+    # Only the captions and the views may change between runs: the rest shapes the weights being loaded.
+    free = {"steps", "azimuth_sectors", "plain_captions", "framing_distance"}
     changed = [k for k, v in asdict(config).items() if k not in free and v != getattr(saved, k)]
     if changed:
         raise ValueError(f"cannot resume {out_dir} with a different {', '.join(changed)}")
@@ -288,7 +292,10 @@ def train_toy_model(
     data = torch.Generator().manual_seed(config.seed if start == 0 else config.seed * 1_000_003 + start)
     machine = f"{torch.get_num_threads()} CPU threads ({platform.processor() or platform.machine()}), "
     machine += f"torch {torch.__version__}"
-    caption_settings = {"azimuth_sectors": config.azimuth_sectors, "plain_captions": config.plain_captions}
+    caption_settings = {"azimuth_sectors": config.azimuth_sectors, "plain_captions": config.plain_captions,
+                        "framing_distance": config.framing_distance}
+    d = config.framing_distance
+    camera = CameraConfig(fixed_framing=True, distance_range=(d, d)) if d > 0 else None
     t0, losses = time.perf_counter(), []
 
     def recent_loss() -> float:
@@ -312,7 +319,7 @@ def train_toy_model(
         ema.restore(params)
 
     for step in range(start + 1, config.steps + 1):
-        images, captions, cameras = render_toy_batch(config.batch_size, config.resolution, data)
+        images, captions, cameras = render_toy_batch(config.batch_size, config.resolution, data, camera)
         texts = training_texts(captions, cameras, config, data)
         ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt")
         x0 = images * 2.0 - 1.0
@@ -352,6 +359,12 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         help=f"share of plain captions with sectors (default: {defaults.plain_captions}, or the saved model's)",
     )
+    parser.add_argument(
+        "--framing-distance",
+        type=float,
+        help="> 0: training views with fixed framing at this distance (default: 0, random distance and field of view, "
+        "or the saved model's)",
+    )
     parser.add_argument("--save-every", type=int, default=500, help="also save the EMA weights every N steps (0: off)")
     parser.add_argument(
         "--resume", action="store_true", help="continue the model in OUT_DIR (its saved settings) up to --steps"
@@ -365,7 +378,8 @@ def main(argv: list[str] | None = None) -> int:
             config = ToyTrainConfig(
                 resolution=args.resolution, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed
             )
-        given = {"azimuth_sectors": args.azimuth_sectors, "plain_captions": args.plain_captions}
+        given = {"azimuth_sectors": args.azimuth_sectors, "plain_captions": args.plain_captions,
+                 "framing_distance": args.framing_distance}
         config = replace(config, **{k: v for k, v in given.items() if v is not None})
         stats = train_toy_model(args.out_dir, config, save_every=args.save_every, resume=args.resume)
     except ValueError as e:
