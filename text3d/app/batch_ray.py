@@ -49,22 +49,22 @@ def run_plan_on_ray(
     ``ray://host:port``; None: Ray's rule, the cluster ``ray start`` started on this machine, else a new local one,
     shut down at the end). See the module docstring."""
     import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     _connect(ray, address)
     try:
+        nodes = [n for n in ray.nodes() if n["Alive"]]
         gpus = ray.cluster_resources().get("GPU", 0) > 0
         resources = {"num_gpus": 1, "num_cpus": 1} if gpus else {"num_cpus": cpus}
-        largest = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]), default=0)
+        largest = max((n["Resources"].get("CPU", 0) for n in nodes), default=0)
         if not gpus and largest < cpus:
             raise UserError(f"--ray-cpus {cpus}: the largest node of the Ray cluster has {largest:g} CPUs; no task "
                             "would ever start")
         out_root.mkdir(parents=True, exist_ok=True)
-        _check_shared_storage(ray, out_root)
+        _check_shared_storage(ray, nodes, out_root)
         manifest = Manifest(out_root, plan, rank=0, world=1)
         manifest.start()
         # On the driver's node: a node that dies must not take the record of every run's attempts with it.
-        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        here = _on_node(ray.get_runtime_context().get_node_id())
         tracker = ray.remote(num_cpus=0)(Tracker).options(scheduling_strategy=here).remote()
         task = ray.remote(_generate_task).options(**resources, max_retries=retries, retry_exceptions=False)
         pending = {}
@@ -118,22 +118,25 @@ def _unreachable(address: str, timeout: float = 10.0) -> str | None:
     return None
 
 
-def _check_shared_storage(ray, out_root: Path) -> None:
-    """Every alive node must see the driver's ``out_root``: a token the driver writes is read back on each node."""
+def _on_node(node_id: str):
+    """A Ray scheduling strategy: on that node and no other."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+    return NodeAffinitySchedulingStrategy(node_id, soft=False)
+
+
+def _check_shared_storage(ray, nodes: list[dict], out_root: Path) -> None:
+    """Every node (of ``ray.nodes()``) must see the driver's ``out_root``: a token the driver writes is read back on
+    each."""
     token = secrets.token_hex(8)
     probe = out_root / f".ray-probe-{token}"
     probe.write_text(token)
     try:
-        nodes = [n for n in ray.nodes() if n["Alive"]]
         check = ray.remote(num_cpus=0)(_sees_token)
-        refs = {
-            n["NodeManagerAddress"]: check.options(
-                scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
-            ).remote(str(probe), token)
-            for n in nodes
-        }
+        refs = {}
+        for n in nodes:
+            on_node = check.options(scheduling_strategy=_on_node(n["NodeID"]))
+            refs[n["NodeManagerAddress"]] = on_node.remote(str(probe), token)
         for node, ref in refs.items():
             problem = ray.get(ref)
             if problem:

@@ -292,8 +292,8 @@ def train_toy_model(
     data = torch.Generator().manual_seed(config.seed if start == 0 else config.seed * 1_000_003 + start)
     machine = f"{torch.get_num_threads()} CPU threads ({platform.processor() or platform.machine()}), "
     machine += f"torch {torch.__version__}"
-    caption_settings = {"azimuth_sectors": config.azimuth_sectors, "plain_captions": config.plain_captions,
-                        "framing_distance": config.framing_distance}
+    run_settings = {"azimuth_sectors": config.azimuth_sectors, "plain_captions": config.plain_captions,
+                    "framing_distance": config.framing_distance}
     d = config.framing_distance
     camera = CameraConfig(fixed_framing=True, distance_range=(d, d)) if d > 0 else None
     t0, losses = time.perf_counter(), []
@@ -309,7 +309,7 @@ def train_toy_model(
             "seconds": round(seconds_before + seconds, 1),
             "final_loss": recent_loss(),
             "config": {**asdict(config), "steps": step},
-            "runs": [*runs, {"steps": [start, step], "seconds": seconds, "machine": machine, **caption_settings}],
+            "runs": [*runs, {"steps": [start, step], "seconds": seconds, "machine": machine, **run_settings}],
         }
 
     def save(step: int) -> None:
