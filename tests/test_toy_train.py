@@ -78,7 +78,8 @@ def test_training_resumes_from_the_saved_model_and_records_each_run(tmp_path, ca
         in card
     )
     assert "--resume --steps 5 --azimuth-sectors 0 --plain-captions 0.25 --framing-distance 1.75\n" in card
-    assert "steps 0-2: plain in 25% of images" in card and "steps 2-5: plain." in card
+    assert "steps 0-2: captions plain in 25% of images" in card and "; views at random distances" in card
+    assert "steps 2-5: captions plain; views at distance 1.75 with fixed framing" in card
     assert "_name_or_path" not in (out / "unet" / "config.json").read_text()  # saved as a fresh run saves it
     after = load_diffusion_model(ModelConfig(model=str(out), dtype="fp32"), "pixel", "cpu").unet.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)  # it trained on from the saved weights

@@ -18,8 +18,8 @@ class IsosurfaceConfig:
 
     resolution: Annotated[int, Range(16, 512)] = 128
     """Grid samples per axis over the scene cube."""
-    threshold: Annotated[float, Range(0.0, min_exclusive=True)] = 10.0
-    """Density iso-level of the surface."""
+    threshold: Annotated[float, Range(0.0, min_exclusive=True)] | None = None
+    """Density iso-level of the surface (None: the level whose silhouettes match the field's rendered opacity)."""
 
 
 @dataclass

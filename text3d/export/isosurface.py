@@ -11,7 +11,7 @@ import trimesh
 
 from text3d.export.config import ExportConfig, IsosurfaceConfig
 from text3d.export.placement import place
-from text3d.field.base import surface_level
+from text3d.field.base import surface_grid
 from text3d.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -30,16 +30,16 @@ def density_grid(field, resolution: int, chunk: int = 65536) -> np.ndarray:
 
 @torch.no_grad()
 def extract_mesh(field, config: IsosurfaceConfig) -> trimesh.Trimesh:
-    """A vertex-coloured mesh of the field's ``threshold`` iso-surface, in world units.
+    """A vertex-coloured mesh of the field's iso-surface, in world units: at ``threshold``, or (None) at the level
+    matched to the field's opacity, without inner pockets or floating specks (:func:`text3d.field.base.surface_grid`).
 
     When nothing crosses the configured level (an all-empty or all-full grid), the level falls back to half
     the grid's density range, with a warning; a grid without any variation is an error.
     """
     from skimage.measure import marching_cubes
 
-    grid = density_grid(field, config.resolution)
-    level = surface_level(float(grid.min()), float(grid.max()), config.threshold, "isosurface")
     spacing = 2.0 * field.radius / (config.resolution - 1)
+    grid, level = surface_grid(density_grid(field, config.resolution), spacing, config.threshold, "isosurface")
     verts, faces, normals, _ = marching_cubes(grid, level=level, spacing=(spacing,) * 3)
     verts = verts - field.radius
     device = next(field.parameters()).device

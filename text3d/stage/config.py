@@ -87,8 +87,8 @@ class GeometryConfig:
     """Classifier-free guidance scale of this stage's SDS (None: guide.sds.guidance_scale)."""
     tet_resolution: Annotated[int, Range(4, 192)] = 128
     """Cubes per axis of the tetrahedral grid (each split into 6 tetrahedra)."""
-    iso_level: Annotated[float, Range(0.0, min_exclusive=True)] = 10.0
-    """Density of the coarse field taken as the initial surface."""
+    iso_level: Annotated[float, Range(0.0, min_exclusive=True)] | None = None
+    """Density of the coarse field taken as the initial surface (None: the level matched to its opacity)."""
     lr_sdf: Annotated[float, Range(0.0, min_exclusive=True)] = 1e-3
     """Learning rate of the per-vertex SDF."""
     lr_deform: Annotated[float, Range(0.0, min_exclusive=True)] = 1e-3

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from text3d.errors import TrainingError
-from text3d.field.base import surface_level
+from text3d.field.base import surface_grid
 from text3d.geometry.marching_tets import marching_tets
 from text3d.geometry.regularizers import laplacian_loss, normal_consistency_loss
 from text3d.geometry.tets import tet_grid
@@ -27,6 +27,8 @@ class DMTet(nn.Module):
     def __init__(self, resolution: int, radius: float, deform_scale: float, device=None) -> None:
         super().__init__()
         verts, tets = tet_grid(resolution, radius, device=device)
+        self.lattice = (resolution + 1,) * 3  # grid_verts as a lattice, indexed (x, y, z)
+        self.spacing = 2.0 * radius / resolution
         self.register_buffer("grid_verts", verts)
         self.register_buffer("tets", tets)
         self.max_offset = deform_scale * 2.0 * radius / resolution
@@ -40,15 +42,19 @@ class DMTet(nn.Module):
         return Mesh(vertices, faces)
 
     @torch.no_grad()
-    def init_from_density(self, density_fn, iso_level: float) -> None:
-        """Set the SDF from a density field so its zero level set is the ``iso_level`` surface.
+    def init_from_density(self, density_fn, iso_level: float | None) -> None:
+        """Set the SDF from a density field so its zero level set is the ``iso_level`` surface (None: the level
+        matched to the field's opacity).
 
         The SDF is ``tanh((iso - density) / iso)``: negative inside, roughly linear near the surface, bounded
-        far away so no vertex dominates the optimiser. Falls back to half the density range (logged) when no
-        grid vertex is on each side of the level; a constant field is an error.
+        far away so no vertex dominates the optimiser. Inner pockets and floating specks are cleared first
+        (:func:`text3d.field.base.surface_grid`): the rasterizer never sees a pocket, so its walls would stay inner
+        surfaces to the end. Falls back to half the density range (logged) when no grid vertex is on each side of
+        the level; a constant field is an error.
         """
         density = torch.cat([density_fn(chunk) for chunk in self.grid_verts.split(65536)]).float()
-        iso_level = surface_level(density.min().item(), density.max().item(), iso_level, "geometry")
+        grid, iso_level = surface_grid(density.cpu().numpy().reshape(self.lattice), self.spacing, iso_level, "geometry")
+        density = torch.from_numpy(grid.reshape(-1)).to(density)
         self.sdf.copy_(torch.tanh((iso_level - density) / iso_level))
 
 

@@ -155,7 +155,14 @@ def model_card(stats: dict) -> str:
             f" camera's azimuth sector out of {r['azimuth_sectors']}"
         )
 
-    caption_runs = "; ".join(f"steps {r['steps'][0]}-{r['steps'][1]}: {caption_kind(r)}" for r in runs)
+    def views(r: dict) -> str:
+        if r.get("framing_distance", 0) > 0:
+            return f"distance {r['framing_distance']} with fixed framing (`camera.fixed_framing`)"
+        return "random distances and fields of view"
+
+    caption_runs = "\n".join(
+        f"  - steps {r['steps'][0]}-{r['steps'][1]}: captions {caption_kind(r)}; views at {views(r)}" for r in runs
+    )
     cost = "\n".join(
         f"  - steps {r['steps'][0]}-{r['steps'][1]}: {r['seconds'] / 60:.1f} minutes on {r['machine']}"
         + (f" ({r['note']})" if "note" in r else "")
@@ -171,7 +178,7 @@ def model_card(stats: dict) -> str:
 
 A pixel-space diffusion model ({c["resolution"]}x{c["resolution"]} RGB) that draws the toy world of `text3d.toy.world`:
 six shapes ({", ".join(SHAPES)}) in six colours ({", ".join(COLORS)}), lambertian-lit on white, from the
-coarse stage's random cameras. Prompts: "a COLOUR SHAPE", optionally with a view sector ("a red cube, view 30").
+coarse stage's cameras. Prompts: "a COLOUR SHAPE", optionally with a view sector ("a red cube, view 30").
 It is the guide of `configs/toy.yaml`, which
 `text3d generate` uses on machines without CUDA, and loads like any diffusers model
 (`guide.sds.model.model=text3d-toy`, or this folder's path).
@@ -179,7 +186,8 @@ It is the guide of `configs/toy.yaml`, which
 - Components: `UNet2DConditionModel` (channels {list(c["block_out_channels"])}, cross-attention at the coarser levels),
   `CLIPTextModel` (width {c["text_hidden"]}, 2 layers), `CLIPTokenizer` with our own vocabulary
   ({c["max_tokens"]} tokens per prompt), `DDPMScheduler` (1000 steps, cosine schedule, v-prediction).
-- Captions: {caption_runs}.
+- Captions and views:
+{caption_runs}
 - Training: {stats["steps"]} steps of batch {c["batch_size"]} rendered on the fly (seed {c["seed"]}), AdamW lr {c["lr"]}
   after {c["warmup_steps"]} warm-up steps, caption dropout {c["cfg_dropout"]} for classifier-free guidance; the saved
   weights are the EMA (decay {c["ema_decay"]}). Final loss {stats["final_loss"]} (mean of the last steps).{resumed}
