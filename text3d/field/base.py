@@ -45,15 +45,15 @@ def surface_level(lo: float, hi: float, level: float, what: str) -> float:
     return fallback
 
 
-
 def opacity_level(density: np.ndarray, spacing: float) -> float | None:
     """The density level whose surface casts the field's own silhouettes; None where the field is nowhere opaque.
 
     ``density: [R, R, R]`` on a grid ``spacing`` apart. Seen along each grid axis, the field's rendered opacity is
     ``1 - exp(-sum(sigma) * spacing)`` and a surface at level ``L`` covers the rays whose largest density reaches
     ``L``; the level kept is the one whose three silhouettes best overlap (intersection over union) the opacity of
-    0.5 or more (of 64 levels spaced evenly in log up to the largest density; the middle one where several tie). A fixed level fails either way on SDS fields: their density is a thin fog wherever one unit of
-    depth already renders opaque, so a high level cuts the object into shreds and floaters, a low one wraps fog.
+    0.5 or more (of 64 levels spaced evenly in log up to the largest density; the middle one where several tie).
+    A fixed level fails either way on SDS fields: their density is a thin fog wherever one unit of depth already
+    renders opaque, so a high level cuts the object into shreds and floaters, a low one wraps fog.
     """
     seen = [(1.0 - np.exp(-density.sum(axis=a) * spacing) >= 0.5, density.max(axis=a)) for a in range(3)]
     if not any(opaque.any() for opaque, _ in seen):

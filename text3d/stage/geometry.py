@@ -31,7 +31,7 @@ class DMTet(nn.Module):
         self.spacing = 2.0 * radius / resolution
         self.register_buffer("grid_verts", verts)
         self.register_buffer("tets", tets)
-        self.max_offset = deform_scale * 2.0 * radius / resolution
+        self.max_offset = deform_scale * self.spacing
         self.sdf = nn.Parameter(torch.zeros(verts.shape[0], device=device))
         self.deform = nn.Parameter(torch.zeros_like(verts))
 
