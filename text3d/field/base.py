@@ -85,10 +85,11 @@ def surface_grid(density: np.ndarray, spacing: float, level: float | None, what:
         else:
             log.info("%s: density level %.3g matches the field's opacity", what, level)
     level = surface_level(lo, hi, 0.5 * (lo + hi) if level is None else level, what)
-    inside = ndimage.binary_fill_holes(density >= level)
+    above = density >= level
+    inside = ndimage.binary_fill_holes(above)
     parts, n = ndimage.label(inside, structure=np.ones((3, 3, 3)))
     if n > 1:
         cells = np.bincount(parts.ravel())[1:]
         inside &= np.isin(parts, 1 + np.flatnonzero(cells >= 0.01 * cells.max()))
-    flip = inside != (density >= level)
+    flip = inside != above
     return np.where(flip, 2.0 * level - density, density), level

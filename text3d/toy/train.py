@@ -133,8 +133,11 @@ def model_card(stats: dict) -> str:
     c = stats["config"]
     runs = stats["runs"]
 
+    def framed(r: dict) -> bool:
+        return r.get("framing_distance", 0) > 0
+
     def captions(r: dict) -> str:
-        framing = f" --framing-distance {r['framing_distance']}" if r.get("framing_distance", 0) > 0 else ""
+        framing = f" --framing-distance {r['framing_distance']}" if framed(r) else ""
         return f" --azimuth-sectors {r['azimuth_sectors']} --plain-captions {r['plain_captions']}{framing}"
 
     first = (
@@ -156,7 +159,7 @@ def model_card(stats: dict) -> str:
         )
 
     def views(r: dict) -> str:
-        if r.get("framing_distance", 0) > 0:
+        if framed(r):
             return f"distance {r['framing_distance']} with fixed framing (`camera.fixed_framing`)"
         return "random distances and fields of view"
 
