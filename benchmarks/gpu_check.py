@@ -1,6 +1,6 @@
 """Check and measure text3d's whole GPU path in one command, on a bare CUDA machine, in under 8 minutes.
 
-    python benchmarks/gpu_check.py --out DIR [--wheels DIR] [--budget SECONDS] [--skip PART ...]
+    python benchmarks/gpu_check.py --out DIR [--wheels DIR] [--budget SECONDS] [--skip PART ...] [--presets P ...]
 
 Parts, in order, each in its own process with its own time limit (a part that fails or hangs is recorded and the
 rest go on; parts are skipped once the budget is spent):
@@ -49,6 +49,7 @@ REQUIREMENTS = [
     ("trimesh", "trimesh==5.2.0", True),
     ("xatlas", "xatlas==0.0.11", True),
     ("fast_simplification", "fast-simplification==0.2.0", True),
+    ("scipy", "scipy==1.17.1", True),
     ("nvdiffrast", "diffrp-nvdiffrast==0.3.3.1", True),
     ("imageio_ffmpeg", "imageio-ffmpeg==0.8.1", False),
 ]
@@ -77,9 +78,10 @@ E2E_PROMPT = "a dslr photo of a hamburger"
 class Check:
     """Runs the parts as subprocesses of this script, each writing its figures to a JSON file."""
 
-    def __init__(self, out: Path, wheels: Path | None, budget: float, skip: list[str]) -> None:
+    def __init__(self, out: Path, wheels: Path | None, budget: float, skip: list[str], presets: list[str]) -> None:
         self.out = out
         self.skip = set(skip)
+        self.presets = presets
         self.wheels = wheels
         self.deadline = time.monotonic() + budget
         self.work = Path(tempfile.mkdtemp(prefix="text3d-gpu-check-"))
@@ -104,7 +106,7 @@ class Check:
         limit = min(PARTS[name], left)
         result_file = self.work / f"{name}.json"
         cmd = [sys.executable, str(Path(__file__).resolve()), "--part", name, "--out", str(self.out),
-               "--work", str(self.work), "--until", str(time.time() + limit),
+               "--work", str(self.work), "--until", str(time.time() + limit), "--presets", *self.presets,
                *(["--wheels", str(self.wheels)] if self.wheels else [])]
         code, seconds, tail = run_logged(cmd, self.env(), limit, self.log, f"part {name}")
         # A part stopped at its limit may have left what it measured so far in <part>.partial.json.
@@ -148,7 +150,7 @@ def run_logged(cmd: list[str], env: dict, limit: float, log: Path, title: str,
 def orchestrate(args) -> int:
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    check = Check(out, args.wheels, args.budget, args.skip)
+    check = Check(out, args.wheels, args.budget, args.skip, args.presets)
     check.log.write_text("")
     env = check.run_part("env")
     cuda = bool(env.get("cuda_available"))
@@ -295,7 +297,7 @@ def part_sds_step(args) -> dict:
     cmd = [sys.executable, str(REPO / "benchmarks" / "sds_step.py"), "--model", str(model), "--json", str(figures)]
     cmd += ["--profile", str(args.out / "sds_profile.txt")]  # where the time of each step goes, op by op
     if torch.cuda.is_available():
-        cmd += [arg for p in PRESETS for arg in ("--preset", p)]
+        cmd += [arg for p in args.presets for arg in ("--preset", p)]
     else:  # rehearsal: the script's code on the CPU with the tiny model and the test preset
         cmd += ["--cpu", "--preset", "tiny-test", "--steps", "1"]
     code = subprocess.run(cmd, cwd=REPO, check=False).returncode
@@ -311,18 +313,25 @@ def part_e2e(args) -> dict:
     import torch
 
     cuda = torch.cuda.is_available()
-    presets = PRESETS if cuda else ("tiny-test",)
+    presets = args.presets if cuda else ("tiny-test",)
     install = args.work / "install.json"
     turntable = (json.loads(install.read_text()) if install.exists() else {}).get(
         "turntable", importlib.util.find_spec("imageio_ffmpeg") is not None)
     results, skipped, failed = {}, [], {}
+    partial = args.work / "e2e.partial.json"  # what a part stopped at its limit still reports
+
+    def keep(unfinished: dict) -> None:
+        partial.write_text(json.dumps({"presets": results, "skipped_presets": skipped,
+                                       "unfinished_presets": unfinished}))
+
     for preset in presets:
         started = time.time()
         if results and args.until - started < 1.3 * max(r["wall_seconds"] for r in results.values()) + 30:
             skipped.append(preset)  # not enough time left for another run like the last one
             continue
         try:
-            results[preset] = e2e_run(preset, args.work, cuda, turntable)
+            results[preset] = e2e_run(preset, args.work, cuda, turntable, lambda st, p=preset: keep({p: st}))
+            keep({})
         except Exception as exc:  # recorded; the next preset still runs
             traceback.print_exc()
             failed[preset] = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
@@ -330,8 +339,11 @@ def part_e2e(args) -> dict:
             **({"status": "failed"} if failed else {})}
 
 
-def e2e_run(preset: str, work: Path, cuda: bool, turntable: bool) -> dict:
-    """One reduced generate: per stage the steady step time; the rest of the wall time as fixed costs."""
+def e2e_run(preset: str, work: Path, cuda: bool, turntable: bool, keep) -> dict:
+    """One reduced generate: per stage the steady step time; the rest of the wall time as fixed costs.
+
+    ``keep(stages)`` receives the stage figures so far after each stage, for a run stopped before its end.
+    """
     import logging
 
     import torch
@@ -351,6 +363,19 @@ def e2e_run(preset: str, work: Path, cuda: bool, turntable: bool) -> dict:
     logging.getLogger("text3d").addHandler(Backends())
     logging.basicConfig(level=logging.INFO)
 
+    def figures(stages: dict[str, dict]) -> dict[str, dict]:
+        out = {}
+        for name, t in stages.items():
+            # Steady state: from the first progress mark past a fifth of the steps to the last one.
+            marks = [m for m in t["marks"] if m[0] >= max(steps[name] // 5, 1)]
+            if len(marks) >= 2:
+                steady = (marks[-1][1] - marks[0][1]) / (marks[-1][0] - marks[0][0])
+            else:  # too few steps for that: the stage's mean
+                steady = (t["end"] - t["start"]) / steps[name]
+            out[name] = {"steps": steps[name], "seconds": round(t["end"] - t["start"], 2),
+                         "steady_step_ms": round(steady * 1000, 2), "full_steps": getattr(full, name).max_steps}
+        return out
+
     class Timer(Callback):
         def __init__(self) -> None:
             self.stages: dict[str, dict] = {}
@@ -363,6 +388,7 @@ def e2e_run(preset: str, work: Path, cuda: bool, turntable: bool) -> dict:
 
         def on_end(self, progress) -> None:
             self.stages[progress.stage]["end"] = time.perf_counter()
+            keep(figures(self.stages))
 
     model = str(work / "model")
     full = load_config(preset, [f"guide.sds.model.model={model}"])
@@ -380,19 +406,8 @@ def e2e_run(preset: str, work: Path, cuda: bool, turntable: bool) -> dict:
     with tempfile.TemporaryDirectory() as run_dir:
         generate(config, Path(run_dir) / "run", callbacks=[timer])
     wall = time.perf_counter() - start
-    stages, staged = {}, 0.0
-    for name, t in timer.stages.items():
-        # Steady state: from the first progress mark past a fifth of the steps to the last one.
-        marks = [m for m in t["marks"] if m[0] >= max(steps[name] // 5, 1)]
-        if len(marks) >= 2:
-            steady = (marks[-1][1] - marks[0][1]) / (marks[-1][0] - marks[0][0])
-        else:  # too few steps for that: the stage's mean
-            steady = (t["end"] - t["start"]) / steps[name]
-        stages[name] = {"steps": steps[name], "seconds": round(t["end"] - t["start"], 2),
-                        "steady_step_ms": round(steady * 1000, 2),
-                        "full_steps": getattr(full, name).max_steps}
-        staged += t["end"] - t["start"]
-    fixed = wall - staged
+    stages = figures(timer.stages)
+    fixed = wall - sum(t["end"] - t["start"] for t in timer.stages.values())
     minutes = (fixed + sum(s["full_steps"] * s["steady_step_ms"] / 1000 for s in stages.values())) / 60
     return {
         "wall_seconds": round(wall, 1),
@@ -429,15 +444,15 @@ def markdown(report: dict) -> str:
                   f"{s.get('device_busy_ms') or '–'} |"
                   for name, s in p["stages"].items()]
     for preset, e in parts.get("e2e", {}).get("presets", {}).items():
-        lines += ["", f"## End to end, `{preset}` (reduced steps, extrapolated)", "",
-                  "| stage | steps run | seconds | steady ms/step | full steps |", "| --- | --- | --- | --- | --- |"]
-        lines += [f"| {n} | {s['steps']} | {s['seconds']} | {s['steady_step_ms']} | {s['full_steps']} |"
-                  for n, s in e["stages"].items()]
+        lines += ["", f"## End to end, `{preset}` (reduced steps, extrapolated)", "", *stage_table(e["stages"])]
         video = "" if e["turntable"] else ", no turntable"
         lines += ["", f"Fixed costs (model loading, surface extraction, export{video}): {e['fixed_seconds']} s. "
                   f"**Full preset: {e['extrapolated_full_minutes']} min** "
                   f"(previews and checkpoints excluded). Peak GPU memory: {e['peak_gib'] or '–'} GiB. "
                   f"Backends: {'; '.join(e['backends']) or 'as above (each is chosen and logged once per process)'}."]
+    for preset, e in parts.get("e2e", {}).get("unfinished_presets", {}).items():
+        lines += ["", f"## End to end, `{preset}`: stopped before its end (the stages it finished)", "",
+                  *stage_table(e)]
     for preset, error in parts.get("e2e", {}).get("failed_presets", {}).items():
         lines += ["", f"## End to end, `{preset}`: failed", "", f"    {error}"]
     tests = parts.get("tests", {})
@@ -449,6 +464,13 @@ def markdown(report: dict) -> str:
         if p["status"] in ("failed", "timeout"):
             lines += ["", f"## {name}: {p['status']}", "", "```", p.get("output_tail", p.get("error", "")), "```"]
     return "\n".join(lines) + "\n"
+
+
+def stage_table(stages: dict[str, dict]) -> list[str]:
+    """Markdown rows of an end-to-end run's stage figures."""
+    return ["| stage | steps run | seconds | steady ms/step | full steps |", "| --- | --- | --- | --- | --- |",
+            *(f"| {n} | {s['steps']} | {s['seconds']} | {s['steady_step_ms']} | {s['full_steps']} |"
+              for n, s in stages.items())]
 
 
 def summary(report: dict) -> str:
@@ -518,6 +540,8 @@ def main() -> int:
     parser.add_argument("--budget", type=float, default=470.0, help="seconds for the whole check (default 470)")
     parser.add_argument("--skip", nargs="+", default=[], choices=("model", "build", "tests", "sds_step", "e2e"),
                         metavar="PART", help="parts to leave out, e.g. --skip tests (to re-measure in less time); without model, no sds_step or e2e")
+    parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=PRESETS, metavar="PRESET",
+                        help=f"presets that sds_step and e2e measure, in order (default: {' '.join(PRESETS)})")
     parser.add_argument("--part", choices=PARTS, help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--until", type=float, help=argparse.SUPPRESS)  # a part's deadline (epoch seconds)

@@ -36,7 +36,10 @@ def test_gpu_check_end_to_end_part_and_its_report(tiny_sd_path, tmp_path, monkey
     work = tmp_path / "work"
     (work / "model").parent.mkdir()
     (work / "model").symlink_to(tiny_sd_path)
-    result = gpu_check.e2e_run("tiny-test", work, cuda=False, turntable=False)
+    kept = []  # the stage figures handed over as each stage ends, for a run stopped before its end
+    result = gpu_check.e2e_run("tiny-test", work, cuda=False, turntable=False, keep=kept.append)
+    assert [list(k) for k in kept] == [["coarse"], ["coarse", "geometry"], ["coarse", "geometry", "texture"]]
+    assert kept[-1] == result["stages"]
     assert set(result["stages"]) == {"coarse", "geometry", "texture"}
     assert all(s["steady_step_ms"] > 0 and s["full_steps"] == s["steps"] for s in result["stages"].values())
     assert result["fixed_seconds"] > 0
@@ -56,9 +59,12 @@ def test_gpu_check_end_to_end_part_and_its_report(tiny_sd_path, tmp_path, monkey
     report = {"mode": "gpu", "started": "now", "seconds": 1.0, "parts": {
         "env": {"status": "ok", "seconds": 1.0, "gpu": "Test GPU", "torch": "2.11"},
         "tests": {"status": "failed", "seconds": 2.0, **tests, "output_tail": "1 failed"},
-        "e2e": {"status": "ok", "seconds": 3.0, "presets": {"tiny-test": result}},
+        "e2e": {"status": "timeout", "seconds": 3.0, "presets": {"tiny-test": result},
+                "unfinished_presets": {"preview": kept[0]}},
     }}
     text = gpu_check.markdown(report)
+    assert "## End to end, `preview`: stopped before its end" in text
+    assert f"| coarse | {kept[0]['coarse']['steps']} |" in text.split("`preview`")[1]
     assert "## End to end, `tiny-test`" in text and f"{result['extrapolated_full_minutes']} min" in text
     assert "tests.t::bad" in text and "## tests: failed" in text
     assert "tiny-test:" in gpu_check.summary(report)
