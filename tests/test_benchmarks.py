@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -78,3 +79,24 @@ def test_gpu_check_kills_a_part_that_overruns_its_limit(tmp_path):
     code, seconds, tail = gpu_check.run_logged(cmd, {}, 1.5, log, "part slow")
     assert code == 124 and seconds < 10
     assert "started" in tail and "killed after" in log.read_text()
+
+
+def test_toy_sds_pull_prints_a_row_per_prompt_and_guidance():
+    import toy_sds_pull
+
+    images = torch.ones(1, 3, 12, 12)
+    images[0, :, 4:8, 4:8] = 0.2  # a 4x4 object: its ring is the 3 pixels around it, the rest is background
+    masks = toy_sds_pull.regions(images)
+    assert masks["object"].sum() == 16 and masks["ring"].sum() == 10 * 10 - 16 and masks["background"].sum() == 44
+
+    cmd = [sys.executable, str(REPO / "benchmarks" / "toy_sds_pull.py"), "--prompts", "green torus", "red cube",
+           "--guidance", "1", "20", "--views", "2", "--draws", "2"]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO).stdout.splitlines()
+    rows = [line.split() for line in out[1:]]
+    assert [(r[0], r[1], r[2]) for r in rows] == [("green", "torus", "1"), ("green", "torus", "20"),
+                                                  ("red", "cube", "1"), ("red", "cube", "20")]
+    values = [[float(v.rstrip(",")) for v in r[3:]] for r in rows]
+    assert all(len(v) == 6 and all(abs(x) < 2 for x in v) for v in values)
+    assert values[0] != values[1]  # the guidance scale changes the pull
+    bad = subprocess.run([*cmd[:2], "--prompts", "teal torus"], check=False, capture_output=True, text=True, cwd=REPO)
+    assert bad.returncode == 2 and "want 'COLOUR SHAPE'" in bad.stderr

@@ -54,6 +54,13 @@ def test_render_toy_batch():
     assert torch.equal(images, again) and captions == captions_again and torch.equal(cameras.c2w, cameras_again.c2w)
     other, _, _ = render_toy_batch(6, 16, torch.Generator().manual_seed(4))
     assert not torch.equal(images, other)
+    # One chosen object in every image, seen from the views a random batch of the same seed gets.
+    tori, tori_captions, tori_cameras = render_toy_batch(6, 16, torch.Generator().manual_seed(3), obj=("green", "torus"))
+    assert tori_captions == ["a green torus"] * 6 and torch.equal(tori_cameras.c2w, cameras.c2w)
+    hue = tori.permute(0, 2, 3, 1)[(tori < 0.99).any(dim=1)]
+    assert (hue[:, 1] > hue[:, 0]).all() and (hue[:, 1] > hue[:, 2]).all()  # green wherever the object is
+    with pytest.raises(ValueError, match="unknown toy object"):
+        render_toy_batch(1, 16, torch.Generator(), obj=("teal", "torus"))
 
 
 def test_judge_identifies_canonical_shapes():

@@ -96,8 +96,10 @@ def render_toy_batch(
     generator: torch.Generator,
     camera: CameraConfig | None = None,
     supersample: int = 2,
+    obj: tuple[str, str] | None = None,
 ) -> tuple[Tensor, list[str], Cameras]:
-    """``n`` random toy objects from random views, composited on white.
+    """``n`` random toy objects (or ``obj``, a ``(colour, shape)`` pair, in every image) from random views,
+    composited on white.
 
     Views come from ``camera`` (default: the coarse stage's default :class:`CameraConfig`) at ``resolution``²;
     shading is Lambertian under a light jittered around the dataset default with a random ambient term.
@@ -107,6 +109,11 @@ def render_toy_batch(
     """
     shape_ids = torch.randint(len(SHAPES), (n,), generator=generator)
     color_ids = torch.randint(len(COLORS), (n,), generator=generator)
+    if obj is not None:  # drawn all the same, so the views match those of a random batch
+        if obj[1] not in SHAPES or obj[0] not in COLORS:
+            raise ValueError(f"unknown toy object {obj!r}; colours: {', '.join(COLORS)}; shapes: {', '.join(SHAPES)}")
+        shape_ids = torch.full_like(shape_ids, SHAPES.index(obj[1]))
+        color_ids = torch.full_like(color_ids, list(COLORS).index(obj[0]))
     config = replace(camera or CameraConfig(), height=resolution, width=resolution)
     cameras = CameraSampler(config)(generator, n)
     light = torch.tensor(DEFAULT_LIGHT_DIR) / math.dist(DEFAULT_LIGHT_DIR, ORIGIN)
