@@ -7,7 +7,7 @@ For each prompt, the true object ("a green torus" from the toy world) is rendere
 cameras, and the coarse stage's own SDS guide (its timesteps, weighting, view captions; guidance scales as given)
 computes its gradient on those images, averaged over ``--draws`` noise and timestep draws. Printed: the mean pixel
 update (minus the gradient, in [-1, 1] pixel units) on the object, on a ring up to 3 pixels outside its silhouette
-and on the background beyond, and the object's mean update per channel.
+and on the background beyond, and the object's and the ring's mean update per channel.
 
 An object that SDS would keep as it is gets updates near 0. On white, a negative update darkens: a negative ring
 grows the object past its true silhouette, a negative background fogs the scene, a positive ring holds the
@@ -64,7 +64,8 @@ def main() -> int:
             parser.error(f"--prompts {prompt!r}: want 'COLOUR SHAPE' ({', '.join(COLORS)}; {', '.join(SHAPES)})")
 
     torch.manual_seed(0)
-    print(f"{'prompt':16s} {'guidance':>8s} {'object':>8s} {'ring':>8s} {'backgr.':>8s}  object R, G, B")
+    print(f"{'prompt':16s} {'guidance':>8s} {'object':>8s} {'ring':>8s} {'backgr.':>8s}  object R, G, B"
+          "          ring R, G, B")
     for prompt in args.prompts:
         color, shape = prompt.split()
         config = load_config(TOY_PRESET, [f"prompt.text=a {prompt}", f"guide.sds.model.model={args.model}",
@@ -80,9 +81,9 @@ def main() -> int:
             update = pull(guide, images, cameras, args.draws, torch.Generator().manual_seed(config.seed))
             lum = update.mean(dim=1)
             means = {k: lum[m].mean().item() for k, m in masks.items()}
-            rgb = update.permute(0, 2, 3, 1)[masks["object"]].mean(dim=0).tolist()
-            print(f"{prompt:16s} {scale:8g} {means['object']:+8.3f} {means['ring']:+8.3f} "
-                  f"{means['background']:+8.3f}  {', '.join(f'{v:+.3f}' for v in rgb)}", flush=True)
+            rgb = [update.permute(0, 2, 3, 1)[masks[k]].mean(dim=0).tolist() for k in ("object", "ring")]
+            print(f"{prompt:16s} {scale:8g} {means['object']:+8.3f} {means['ring']:+8.3f} {means['background']:+8.3f}"
+                  + "".join(f"  {', '.join(f'{v:+.3f}' for v in c)}" for c in rgb), flush=True)
     return 0
 
 

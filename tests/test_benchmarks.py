@@ -96,7 +96,7 @@ def test_toy_sds_pull_prints_a_row_per_prompt_and_guidance():
     assert [(r[0], r[1], r[2]) for r in rows] == [("green", "torus", "1"), ("green", "torus", "20"),
                                                   ("red", "cube", "1"), ("red", "cube", "20")]
     values = [[float(v.rstrip(",")) for v in r[3:]] for r in rows]
-    assert all(len(v) == 6 and all(abs(x) < 2 for x in v) for v in values)
+    assert all(len(v) == 9 and all(abs(x) < 2 for x in v) for v in values)
     assert values[0] != values[1]  # the guidance scale changes the pull
     bad = subprocess.run([*cmd[:2], "--prompts", "teal torus"], check=False, capture_output=True, text=True, cwd=REPO)
     assert bad.returncode == 2 and "want 'COLOUR SHAPE'" in bad.stderr
