@@ -1,13 +1,14 @@
 """Text to 3D with the bundled toy model, judged without the model: shape and colour accuracy, minutes per asset.
 
-    python benchmarks/toy_text_to_3d.py [--out DIR] [--prompts N] [--seeds S ...] [--samples K] [KEY=VALUE ...]
+    python benchmarks/toy_text_to_3d.py [--out DIR] [--prompts N] [--shapes SHAPE ...] [--colors COLOUR ...]
+                                        [--seeds S ...] [--samples K] [KEY=VALUE ...]
 
 1. The model's own images: K DDIM samples (50 steps, CFG --cfg) per prompt, judged by `judge_image` (nearest canonical
    renders by silhouette and shading; mean hue/saturation of the object's pixels).
 2. The coarse step against the diffusion floor: the mean wall time of a toy coarse training step and, inside it,
    of the model's classifier-free-guided forward (60 steps after 40 of warm-up), and their ratio.
 3. Text to 3D: `text3d generate PROMPT --preset toy --seed S` for the first N of the 36 "a COLOUR SHAPE" prompts
-   (ordered so that any N >= 6 covers every shape and every colour) and each seed, each exported model.glb judged by
+   (ordered so that any N >= 6 covers every shape and every colour; --shapes and --colors keep some) and each seed, each exported model.glb judged by
    `judge_glb` (Chamfer distance to each canonical primitive after centring and scaling, best over rotations about
    z; mean baked albedo). A run that fails counts as a failure (its error is recorded) and the benchmark goes on.
 
@@ -158,6 +159,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "benchmarks" / "toy_text_to_3d")
     parser.add_argument("--prompts", type=int, default=36, help="how many of the 36 prompts to generate (default 36)")
+    parser.add_argument("--shapes", nargs="+", choices=SHAPES, default=list(SHAPES), metavar="SHAPE",
+                        help="only the prompts of these shapes, e.g. --shapes torus to try a fix on the tori first")
+    parser.add_argument("--colors", nargs="+", choices=list(COLORS), default=list(COLORS), metavar="COLOUR",
+                        help="only the prompts of these colours")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of each prompt (default 0 1 2)")
     parser.add_argument("--samples", type=int, default=8, help="model samples judged per prompt (0: skip)")
     parser.add_argument("--cfg", type=float, default=SAMPLE_CFG, help=f"guidance scale of the samples ({SAMPLE_CFG})")
@@ -174,12 +179,13 @@ def main() -> int:
         for r in s["rows"]:
             if r["shape_ok"] < r["n"] or r["color_ok"] < r["n"]:
                 print(f"  {r['prompt']:<20} shape {r['shape_ok']}/{r['n']}  colour {r['color_ok']}/{r['n']}")
-    if args.prompts > 0:
+    chosen = [(c, s) for c, s in prompts()[: args.prompts] if c in args.colors and s in args.shapes]
+    if chosen:
         f = results["floor"] = floor_ratio(args.overrides)
         print(f"coarse step {f['step_ms']} ms, the model's CFG forward inside it {f['floor_ms']} ms: "
               f"{f['ratio']}x the diffusion floor (hash grid: {f['backend']})", flush=True)
     rows = []
-    for color, shape in prompts()[: args.prompts]:
+    for color, shape in chosen:
         for seed in args.seeds:
             row = generate_and_judge(color, shape, seed, args.out, args.overrides)
             rows.append(row)
@@ -199,7 +205,7 @@ def main() -> int:
             "rows": rows,
         }
         a = results["assets"]
-        print(f"text to 3D, {a['n']} runs ({args.prompts} prompts x seeds {' '.join(map(str, args.seeds))}): shape "
+        print(f"text to 3D, {a['n']} runs ({len(chosen)} prompts x seeds {' '.join(map(str, args.seeds))}): shape "
               f"{a['shape_accuracy']:.1%}, colour {a['color_accuracy']:.1%}, {a['failures']} failed; minutes per "
               f"asset: median {a['median_minutes']}, p90 {a['p90_minutes']}")
         sheet = contact_sheet(np.stack([tile(r, 160) for r in rows]), columns=6)
