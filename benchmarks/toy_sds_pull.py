@@ -24,7 +24,7 @@ import torch
 from text3d.app.jobs import generation_context
 from text3d.app.presets import TOY_PRESET, load_config
 from text3d.toy.bundled import TOY_MODEL_DIR
-from text3d.toy.vocabulary import COLORS, SHAPES
+from text3d.toy.vocabulary import COLORS, SHAPES, caption, normal_caption, parse_caption
 from text3d.toy.world import render_toy_batch
 
 RING = 3
@@ -58,23 +58,21 @@ def main() -> int:
     parser.add_argument("--model", default=str(TOY_MODEL_DIR), help="toy model folder (default: the bundled one)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="toy preset overrides")
     args = parser.parse_args()
-    for prompt in args.prompts:
-        words = prompt.split()
-        if len(words) != 2 or words[0] not in COLORS or words[1] not in SHAPES:
+    objects = [parse_caption(normal_caption(p) or "") for p in args.prompts]  # (colour, shape) each
+    for prompt, obj in zip(args.prompts, objects, strict=True):
+        if obj is None:
             parser.error(f"--prompts {prompt!r}: want 'COLOUR SHAPE' ({', '.join(COLORS)}; {', '.join(SHAPES)})")
 
-    torch.manual_seed(0)
     print(f"{'prompt':16s} {'guidance':>8s} {'object':>8s} {'ring':>8s} {'backgr.':>8s}  object R, G, B"
           "          ring R, G, B")
-    for prompt in args.prompts:
-        color, shape = prompt.split()
-        config = load_config(TOY_PRESET, [f"prompt.text=a {prompt}", f"guide.sds.model.model={args.model}",
+    for color, shape in objects:
+        prompt = f"{color} {shape}"
+        config = load_config(TOY_PRESET, [f"prompt.text={caption(color, shape)}", f"guide.sds.model.model={args.model}",
                                           "trainer.device=cpu", *args.overrides])
         ctx = generation_context(config)
-        camera = replace(config.coarse.camera, height=config.guide.sds.resolution,
-                         width=config.guide.sds.resolution)
         generator = torch.Generator().manual_seed(config.seed)
-        images, _, cameras = render_toy_batch(args.views, camera.height, generator, camera, obj=(color, shape))
+        images, _, cameras = render_toy_batch(args.views, config.guide.sds.resolution, generator,
+                                              config.coarse.camera, obj=(color, shape))
         masks = regions(images)
         for scale in args.guidance:
             guide = ctx.make_guide(replace(config.coarse, guidance_scale=scale))
