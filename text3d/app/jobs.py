@@ -103,8 +103,8 @@ def generation_context(config: Text3DConfig) -> JobContext:
     prompts = PromptProcessor(config.prompt, model.tokenizer, model.text_encoder, accelerator.device, model.dtype)
 
     def make_guide(stage):
-        scale = stage.guidance_scale
-        stage_sds = sds if scale is None else replace(sds, guidance_scale=scale)
+        own = {k: getattr(stage, k) for k in ("guidance_scale", "chroma_gradient") if getattr(stage, k) is not None}
+        stage_sds = replace(sds, **own)
         return make_sds_guide(stage_sds, model, prompts, stage.max_steps, config.seed)
 
     return JobContext(config, accelerator, make_guide, lambda camera, _: CameraSampler(camera),

@@ -55,6 +55,10 @@ class SDSConfig:
     """Shape of the max-timestep schedule from max_t to max_t_end over the stage's steps."""
     grad_clip: Annotated[float, Range(0.0)] = 0.0
     """Clamp each element of the SDS gradient to [-grad_clip, grad_clip] (0 disables)."""
+    chroma_gradient: Annotated[float, Range(0.0, 1.0)] = 1.0
+    """Share of the gradient's chroma (at each pixel of the renders, its deviation from the mean over the colour
+    channels) that reaches the renders: below 1, the hue errors a model makes under high guidance (pushes past the
+    most saturated colour, a complementary halo round the object) cannot grow geometry; 0 keeps only luminance."""
     lambda_sds: Annotated[float, Range(0.0)] = 1.0
     """Weight of the SDS loss."""
 

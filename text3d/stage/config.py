@@ -55,6 +55,8 @@ class CoarseConfig:
     """Optimisation steps."""
     guidance_scale: Annotated[float, Range(0.0)] | None = None
     """Classifier-free guidance scale of this stage's SDS (None: guide.sds.guidance_scale)."""
+    chroma_gradient: Annotated[float, Range(0.0, 1.0)] | None = None
+    """Share of the SDS gradient's chroma that reaches this stage's renders (None: guide.sds.chroma_gradient)."""
     lr_encoding: Annotated[float, Range(0.0, min_exclusive=True)] = 0.01
     """Learning rate of the hash-grid table."""
     lr_network: Annotated[float, Range(0.0, min_exclusive=True)] = 0.001
@@ -85,6 +87,8 @@ class GeometryConfig:
     """Optimisation steps."""
     guidance_scale: Annotated[float, Range(0.0)] | None = None
     """Classifier-free guidance scale of this stage's SDS (None: guide.sds.guidance_scale)."""
+    chroma_gradient: Annotated[float, Range(0.0, 1.0)] | None = None
+    """Share of the SDS gradient's chroma that reaches this stage's renders (None: guide.sds.chroma_gradient)."""
     tet_resolution: Annotated[int, Range(4, 192)] = 128
     """Cubes per axis of the tetrahedral grid (each split into 6 tetrahedra)."""
     iso_level: Annotated[float, Range(0.0, min_exclusive=True)] | None = None
@@ -122,6 +126,8 @@ class TextureConfig:
     """Optimisation steps."""
     guidance_scale: Annotated[float, Range(0.0)] | None = None
     """Classifier-free guidance scale of this stage's SDS (None: guide.sds.guidance_scale)."""
+    chroma_gradient: Annotated[float, Range(0.0, 1.0)] | None = None
+    """Share of the SDS gradient's chroma that reaches this stage's renders (None: guide.sds.chroma_gradient)."""
     lr_encoding: Annotated[float, Range(0.0, min_exclusive=True)] = 0.01
     """Learning rate of the albedo field's hash grid."""
     lr_network: Annotated[float, Range(0.0, min_exclusive=True)] = 0.001
