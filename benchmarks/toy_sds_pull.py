@@ -23,6 +23,7 @@ import torch
 
 from text3d.app.jobs import generation_context
 from text3d.app.presets import TOY_PRESET, load_config
+from text3d.guide.sds import scale_chroma
 from text3d.toy.bundled import TOY_MODEL_DIR
 from text3d.toy.vocabulary import COLORS, SHAPES, caption, normal_caption, parse_caption
 from text3d.toy.world import render_toy_batch
@@ -32,14 +33,15 @@ RING = 3
 
 
 def pull(guide, images: torch.Tensor, cameras, draws: int, generator: torch.Generator) -> torch.Tensor:
-    """Mean pixel update ``[N, 3, H, W]`` (minus the SDS gradient) of ``images: [N, 3, H, W]`` in [0, 1]."""
+    """Mean pixel update ``[N, 3, H, W]`` (minus the SDS gradient, with the guide's share of its chroma) of
+    ``images: [N, 3, H, W]`` in [0, 1]."""
     z = images * 2.0 - 1.0
     total = torch.zeros_like(z)
     for _ in range(draws):
         t = guide.sample_timesteps(len(z), step=0)
         noise = torch.randn(z.shape, generator=generator)
         total -= guide.sds_gradient(z, t, noise, cameras)
-    return total / draws
+    return scale_chroma(total / draws, guide.config.chroma_gradient)
 
 
 def regions(images: torch.Tensor) -> dict[str, torch.Tensor]:

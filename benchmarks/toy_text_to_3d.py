@@ -8,9 +8,10 @@
 2. The coarse step against the diffusion floor: the mean wall time of a toy coarse training step and, inside it,
    of the model's classifier-free-guided forward (60 steps after 40 of warm-up), and their ratio.
 3. Text to 3D: `text3d generate PROMPT --preset toy --seed S` for the first N of the 36 "a COLOUR SHAPE" prompts
-   (ordered so that any N >= 6 covers every shape and every colour; --shapes and --colors keep some) and each seed, each exported model.glb judged by
-   `judge_glb` (Chamfer distance to each canonical primitive after centring and scaling, best over rotations about
-   z; mean baked albedo). A run that fails counts as a failure (its error is recorded) and the benchmark goes on.
+   (ordered so that any N >= 6 covers every shape and every colour; --shapes and --colors keep some) and each
+   seed, each exported model.glb judged by `judge_glb` (Chamfer distance to each canonical primitive after
+   centring and scaling, best over rotations about z; mean baked albedo). A run that fails counts as a failure
+   (its error is recorded) and the benchmark goes on.
 
 Runs already finished under --out are judged again, not re-run, so an interrupted benchmark continues where it
 stopped. Writes results.json, samples.png (a row of samples per prompt) and contact_sheet.png (one tile per asset,

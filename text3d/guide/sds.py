@@ -21,6 +21,12 @@ from text3d.prompt.processor import PromptProcessor, perpendicular_component
 from text3d.renderer.cameras import Cameras
 
 
+def scale_chroma(grad: Tensor, share: float) -> Tensor:
+    """``grad: [B, 3, H, W]`` with its chroma (each pixel's deviation from its channel mean) times ``share``."""
+    luminance = grad.mean(dim=1, keepdim=True)
+    return luminance + share * (grad - luminance)
+
+
 class ScaleChromaGradient(torch.autograd.Function):
     """Identity on ``images: [B, 3, H, W]``; backwards, the part of the gradient that differs between the colour
     channels of a pixel (its chroma) is scaled by ``share`` and the part common to them (luminance) kept.
@@ -38,8 +44,7 @@ class ScaleChromaGradient(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
-        luminance = grad.mean(dim=1, keepdim=True)
-        return luminance + ctx.share * (grad - luminance), None
+        return scale_chroma(grad, ctx.share), None
 
 
 class SDSGuide(ABC):
