@@ -41,7 +41,7 @@ def pull(guide, images: torch.Tensor, cameras, draws: int, generator: torch.Gene
         t = guide.sample_timesteps(len(z), step=0)
         noise = torch.randn(z.shape, generator=generator)
         total -= guide.sds_gradient(z, t, noise, cameras)
-    return scale_chroma(total / draws, guide.config.chroma_gradient)
+    return scale_chroma(total / draws, guide.chroma_share(step=0))
 
 
 def regions(images: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -101,17 +101,23 @@ def test_chroma_gradient_scales_only_what_differs_between_colour_channels(kind, 
     two = torch.ones(2)
     cameras = spherical_cameras(torch.tensor([0.0, 90.0]), 10 * two, 1.8 * two, 50 * two, 16, 16)
     grads = {}
-    for share in (1.0, 0.5, 0.0):
-        config = SDSConfig(kind=kind, resolution=32, guidance_scale=7.5, chroma_gradient=share)
+    # (share, delay, step): the timesteps do not depend on the step (max_t_end = max_t), so only the share differs
+    for share, delay, step in ((1.0, 0, 0), (0.5, 0, 0), (0.0, 0, 0), (0.5, 4, 3), (0.5, 4, 4)):
+        config = SDSConfig(kind=kind, resolution=32, guidance_scale=7.5, chroma_gradient=share,
+                           chroma_gradient_delay=delay)
         guide = make_sds_guide(config, model, prompts, 10, seed=3)  # the same draws for every share
         rgb = rgb0.clone().requires_grad_(True)
-        guide.step({"rgb": rgb, "opacity": torch.ones(2, 16, 16, 1)}, cameras, step=0)["loss_sds"].backward()
-        grads[share] = rgb.grad
-    full = grads[1.0]
+        guide.step({"rgb": rgb, "opacity": torch.ones(2, 16, 16, 1)}, cameras, step=step)["loss_sds"].backward()
+        grads[share, delay, step] = rgb.grad
+    full = grads[1.0, 0, 0]
     luminance = full.mean(dim=-1, keepdim=True)
+    half = luminance + 0.5 * (full - luminance)
     assert (full - luminance).abs().max() > 1e-3 * full.abs().max()  # the plain gradient has chroma to remove
-    torch.testing.assert_close(grads[0.0], luminance.expand_as(full), rtol=1e-5, atol=1e-7)
-    torch.testing.assert_close(grads[0.5], luminance + 0.5 * (full - luminance), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(grads[0.0, 0, 0], luminance.expand_as(full), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(grads[0.5, 0, 0], half, rtol=1e-5, atol=1e-7)
+    # within the delay only luminance, from its last step on the configured share
+    torch.testing.assert_close(grads[0.5, 4, 3], luminance.expand_as(full), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(grads[0.5, 4, 4], half, rtol=1e-5, atol=1e-7)
 
 
 def test_timestep_annealing_and_weighting(tiny_sd_path):
@@ -167,23 +173,24 @@ def test_generate_resume_matches_an_uninterrupted_run(tiny_pixel_path, tmp_path)
             torch.testing.assert_close(split[k], v, rtol=0, atol=1e-6, msg=f"{stage}.{k}")
 
 
-def test_a_stage_can_have_its_own_guidance_scale_and_chroma_gradient(tiny_pixel_path, tmp_path, monkeypatch):
+def test_a_stage_can_have_its_own_guidance_scale_and_chroma_settings(tiny_pixel_path, tmp_path, monkeypatch):
     from text3d.app import jobs
 
     made = []
     real = jobs.make_sds_guide
 
     def spy(config, model, prompts, max_steps, seed):
-        made.append((config.guidance_scale, config.chroma_gradient, max_steps))
+        made.append((config.guidance_scale, config.chroma_gradient, config.chroma_gradient_delay, max_steps))
         return real(config, model, prompts, max_steps, seed)
 
     monkeypatch.setattr(jobs, "make_sds_guide", spy)
     overrides = [f"guide.sds.model.model={tiny_pixel_path}", "guide.sds.kind=pixel", "prompt.text=a blue ball"]
     overrides += ["guide.sds.guidance_scale=7", "texture.guidance_scale=2.5", "geometry.max_steps=2"]
     overrides += ["guide.sds.chroma_gradient=0", "texture.chroma_gradient=1"]
+    overrides += ["guide.sds.chroma_gradient_delay=5", "coarse.chroma_gradient_delay=3"]
     generate(load_config("tiny-test", overrides), tmp_path / "run")
-    # coarse, geometry: the guide's settings; texture: its own
-    assert made == [(7.0, 0.0, 6), (7.0, 0.0, 2), (2.5, 1.0, 3)]
+    # the guide's settings where a stage has none of its own
+    assert made == [(7.0, 0.0, 3, 6), (7.0, 0.0, 5, 2), (2.5, 1.0, 5, 3)]
 
 
 @pytest.mark.parametrize(

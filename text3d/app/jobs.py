@@ -103,7 +103,8 @@ def generation_context(config: Text3DConfig) -> JobContext:
     prompts = PromptProcessor(config.prompt, model.tokenizer, model.text_encoder, accelerator.device, model.dtype)
 
     def make_guide(stage):
-        own = {k: getattr(stage, k) for k in ("guidance_scale", "chroma_gradient") if getattr(stage, k) is not None}
+        keys = ("guidance_scale", "chroma_gradient", "chroma_gradient_delay")
+        own = {k: getattr(stage, k) for k in keys if getattr(stage, k) is not None}
         stage_sds = replace(sds, **own)
         return make_sds_guide(stage_sds, model, prompts, stage.max_steps, config.seed)
 

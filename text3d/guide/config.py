@@ -59,6 +59,9 @@ class SDSConfig:
     """Share of the gradient's chroma (at each pixel of the renders, its deviation from the mean over the colour
     channels) that reaches the renders: below 1, the hue errors a model makes under high guidance (pushes past the
     most saturated colour, a complementary halo round the object) cannot grow geometry; 0 keeps only luminance."""
+    chroma_gradient_delay: Annotated[int, Range(0, 1_000_000)] = 0
+    """Steps at the start of each stage during which the gradient keeps no chroma (share 0), so the shape forms from
+    luminance before hue errors can move it; chroma_gradient applies from then on."""
     lambda_sds: Annotated[float, Range(0.0)] = 1.0
     """Weight of the SDS loss."""
 

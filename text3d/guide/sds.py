@@ -75,8 +75,9 @@ class SDSGuide(ABC):
         size = (self.config.resolution, self.config.resolution)
         if images.shape[-2:] != size:
             images = F.interpolate(images, size, mode="bilinear", align_corners=False, antialias=False)
-        if self.config.chroma_gradient < 1.0:
-            images = ScaleChromaGradient.apply(images, self.config.chroma_gradient)
+        share = self.chroma_share(step)
+        if share < 1.0:
+            images = ScaleChromaGradient.apply(images, share)
         z = self.encode(images)
         t = self.sample_timesteps(z.shape[0], step)
         # The frozen model sees its own dtype; z and the gradient through the encoder stay in z's (float32 when the
@@ -86,6 +87,10 @@ class SDSGuide(ABC):
         target = (z.float() - grad).detach()
         loss = 0.5 * F.mse_loss(z.float(), target, reduction="sum") / z.shape[0]
         return {"loss_sds": loss}
+
+    def chroma_share(self, step: int) -> float:
+        """The share of the gradient's chroma that reaches the renders at ``step``."""
+        return 0.0 if step < self.config.chroma_gradient_delay else self.config.chroma_gradient
 
     def max_t_at(self, step: int) -> float:
         """The annealed largest timestep fraction at ``step``."""

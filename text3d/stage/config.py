@@ -57,6 +57,8 @@ class CoarseConfig:
     """Classifier-free guidance scale of this stage's SDS (None: guide.sds.guidance_scale)."""
     chroma_gradient: Annotated[float, Range(0.0, 1.0)] | None = None
     """Share of the SDS gradient's chroma that reaches this stage's renders (None: guide.sds.chroma_gradient)."""
+    chroma_gradient_delay: Annotated[int, Range(0, 1_000_000)] | None = None
+    """Steps at the start of this stage whose SDS gradient keeps no chroma (None: guide.sds.chroma_gradient_delay)."""
     lr_encoding: Annotated[float, Range(0.0, min_exclusive=True)] = 0.01
     """Learning rate of the hash-grid table."""
     lr_network: Annotated[float, Range(0.0, min_exclusive=True)] = 0.001
@@ -89,6 +91,8 @@ class GeometryConfig:
     """Classifier-free guidance scale of this stage's SDS (None: guide.sds.guidance_scale)."""
     chroma_gradient: Annotated[float, Range(0.0, 1.0)] | None = None
     """Share of the SDS gradient's chroma that reaches this stage's renders (None: guide.sds.chroma_gradient)."""
+    chroma_gradient_delay: Annotated[int, Range(0, 1_000_000)] | None = None
+    """Steps at the start of this stage whose SDS gradient keeps no chroma (None: guide.sds.chroma_gradient_delay)."""
     tet_resolution: Annotated[int, Range(4, 192)] = 128
     """Cubes per axis of the tetrahedral grid (each split into 6 tetrahedra)."""
     iso_level: Annotated[float, Range(0.0, min_exclusive=True)] | None = None
@@ -128,6 +132,8 @@ class TextureConfig:
     """Classifier-free guidance scale of this stage's SDS (None: guide.sds.guidance_scale)."""
     chroma_gradient: Annotated[float, Range(0.0, 1.0)] | None = None
     """Share of the SDS gradient's chroma that reaches this stage's renders (None: guide.sds.chroma_gradient)."""
+    chroma_gradient_delay: Annotated[int, Range(0, 1_000_000)] | None = None
+    """Steps at the start of this stage whose SDS gradient keeps no chroma (None: guide.sds.chroma_gradient_delay)."""
     lr_encoding: Annotated[float, Range(0.0, min_exclusive=True)] = 0.01
     """Learning rate of the albedo field's hash grid."""
     lr_network: Annotated[float, Range(0.0, min_exclusive=True)] = 0.001
