@@ -103,9 +103,7 @@ def generation_context(config: Text3DConfig) -> JobContext:
     prompts = PromptProcessor(config.prompt, model.tokenizer, model.text_encoder, accelerator.device, model.dtype)
 
     def make_guide(stage):
-        keys = ("guidance_scale", "chroma_gradient", "chroma_gradient_delay")
-        own = {k: getattr(stage, k) for k in keys if getattr(stage, k) is not None}
-        stage_sds = replace(sds, **own)
+        stage_sds = replace(sds, **stage.own_guide_settings())
         return make_sds_guide(stage_sds, model, prompts, stage.max_steps, config.seed)
 
     return JobContext(config, accelerator, make_guide, lambda camera, _: CameraSampler(camera),

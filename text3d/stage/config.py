@@ -45,7 +45,24 @@ MESH_SHADINGS = ("albedo", "lambertian", "textureless", "normal")
 
 
 @dataclass
-class CoarseConfig:
+class StageGuideSettings:
+    """A stage's own values of the SDS guide's settings of the same names; None keeps guide.sds's."""
+
+    guidance_scale: Annotated[float, Range(0.0)] | None = None
+    """Classifier-free guidance scale of this stage's SDS (None: guide.sds.guidance_scale)."""
+    chroma_gradient: Annotated[float, Range(0.0, 1.0)] | None = None
+    """Share of the SDS gradient's chroma that reaches this stage's renders (None: guide.sds.chroma_gradient)."""
+    chroma_gradient_delay: Annotated[int, Range(0, 1_000_000)] | None = None
+    """Steps at the start of this stage whose SDS gradient keeps no chroma (None: guide.sds.chroma_gradient_delay)."""
+
+    def own_guide_settings(self) -> dict[str, object]:
+        """``{name: value}`` of the guide settings this stage sets itself (those not None)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(StageGuideSettings)}
+        return {name: value for name, value in values.items() if value is not None}
+
+
+@dataclass
+class CoarseConfig(StageGuideSettings):
     """The coarse NeRF stage."""
 
     enabled: bool = True
@@ -53,12 +70,6 @@ class CoarseConfig:
     (the same rule for every stage, see text3d.app.chain)."""
     max_steps: Annotated[int, Range(0, 1_000_000)] = 10000
     """Optimisation steps."""
-    guidance_scale: Annotated[float, Range(0.0)] | None = None
-    """Classifier-free guidance scale of this stage's SDS (None: guide.sds.guidance_scale)."""
-    chroma_gradient: Annotated[float, Range(0.0, 1.0)] | None = None
-    """Share of the SDS gradient's chroma that reaches this stage's renders (None: guide.sds.chroma_gradient)."""
-    chroma_gradient_delay: Annotated[int, Range(0, 1_000_000)] | None = None
-    """Steps at the start of this stage whose SDS gradient keeps no chroma (None: guide.sds.chroma_gradient_delay)."""
     lr_encoding: Annotated[float, Range(0.0, min_exclusive=True)] = 0.01
     """Learning rate of the hash-grid table."""
     lr_network: Annotated[float, Range(0.0, min_exclusive=True)] = 0.001
@@ -79,7 +90,7 @@ class CoarseConfig:
 
 
 @dataclass
-class GeometryConfig:
+class GeometryConfig(StageGuideSettings):
     """DMTet geometry refinement."""
 
     enabled: bool = True
@@ -87,12 +98,6 @@ class GeometryConfig:
     coarse surface passes on as it is."""
     max_steps: Annotated[int, Range(0, 1_000_000)] = 3000
     """Optimisation steps."""
-    guidance_scale: Annotated[float, Range(0.0)] | None = None
-    """Classifier-free guidance scale of this stage's SDS (None: guide.sds.guidance_scale)."""
-    chroma_gradient: Annotated[float, Range(0.0, 1.0)] | None = None
-    """Share of the SDS gradient's chroma that reaches this stage's renders (None: guide.sds.chroma_gradient)."""
-    chroma_gradient_delay: Annotated[int, Range(0, 1_000_000)] | None = None
-    """Steps at the start of this stage whose SDS gradient keeps no chroma (None: guide.sds.chroma_gradient_delay)."""
     tet_resolution: Annotated[int, Range(4, 192)] = 128
     """Cubes per axis of the tetrahedral grid (each split into 6 tetrahedra)."""
     iso_level: Annotated[float, Range(0.0, min_exclusive=True)] | None = None
@@ -120,7 +125,7 @@ class GeometryConfig:
 
 
 @dataclass
-class TextureConfig:
+class TextureConfig(StageGuideSettings):
     """Albedo refinement on the frozen mesh."""
 
     enabled: bool = True
@@ -128,12 +133,6 @@ class TextureConfig:
     coarse field's albedo is baked as it is."""
     max_steps: Annotated[int, Range(0, 1_000_000)] = 2000
     """Optimisation steps."""
-    guidance_scale: Annotated[float, Range(0.0)] | None = None
-    """Classifier-free guidance scale of this stage's SDS (None: guide.sds.guidance_scale)."""
-    chroma_gradient: Annotated[float, Range(0.0, 1.0)] | None = None
-    """Share of the SDS gradient's chroma that reaches this stage's renders (None: guide.sds.chroma_gradient)."""
-    chroma_gradient_delay: Annotated[int, Range(0, 1_000_000)] | None = None
-    """Steps at the start of this stage whose SDS gradient keeps no chroma (None: guide.sds.chroma_gradient_delay)."""
     lr_encoding: Annotated[float, Range(0.0, min_exclusive=True)] = 0.01
     """Learning rate of the albedo field's hash grid."""
     lr_network: Annotated[float, Range(0.0, min_exclusive=True)] = 0.001
