@@ -10,7 +10,8 @@
 3. Text to 3D: `text3d generate PROMPT --preset toy --seed S` for the first N of the 36 "a COLOUR SHAPE" prompts
    (ordered so that any N >= 6 covers every shape and every colour; --shapes and --colors keep some) and each
    seed, each exported model.glb judged by `judge_glb` (Chamfer distance to each canonical primitive after
-   centring and scaling, best over rotations about z; mean baked albedo). A run that fails counts as a failure
+   centring and scaling, best over rotations about z; mean baked albedo); a mesh that the run's metrics.json says
+   fills the scene counts as a wrong shape ("fills-scene") whatever the judge says. A run that fails counts as a failure
    (its error is recorded) and the benchmark goes on.
 
 Runs already finished under --out are judged again, not re-run, so an interrupted benchmark continues where it
@@ -21,6 +22,7 @@ with its verdict) to --out.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -132,13 +134,19 @@ def generate_and_judge(color: str, shape: str, seed: int, out: Path, overrides: 
     elif (run_dir / "bench_seconds.txt").exists():
         row["seconds"] = float((run_dir / "bench_seconds.txt").read_text())
     verdict = judge_glb(run_dir / "model.glb")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    # The judge centres and scales the mesh, so a field that filled the scene can pass for a shape: the run's own
+    # account of the mesh's span of the scene overrules it.
+    fills = metrics["export"].get("fills_scene", False)
     return {
         **row,
-        "shape": verdict["shape"],
+        "shape": "fills-scene" if fills else verdict["shape"],
         "color": verdict["color"],
-        "shape_ok": verdict["shape"] == shape,
+        "shape_ok": verdict["shape"] == shape and not fills,
         "color_ok": verdict["color"] == color,
         "shape_distances": verdict["shape_distances"],
+        "judged_shape": verdict["shape"],
+        "restarted": metrics["coarse"].get("restarted"),
     }
 
 
@@ -191,7 +199,9 @@ def main() -> int:
             row = generate_and_judge(color, shape, seed, args.out, args.overrides)
             rows.append(row)
             took = "" if row["seconds"] is None else f"{row['seconds']:.0f} s"
-            verdict = f"FAILED {row['error']}" if row["error"] else f"-> {row['color']:<7} {row['shape']:<9} {took}"
+            verdict = f"FAILED {row['error']}" if row["error"] else f"-> {row['color']:<7} {row['shape']:<11} {took}"
+            if row.get("restarted"):
+                verdict += " (coarse stage started over)"
             print(f"{row['prompt']:<20} seed {seed}  {verdict}", flush=True)
     if rows:
         timed = sorted(r["seconds"] for r in rows if r["seconds"] is not None)
@@ -199,6 +209,8 @@ def main() -> int:
             "shape_accuracy": sum(r["shape_ok"] for r in rows) / len(rows),
             "color_accuracy": sum(r["color_ok"] for r in rows) / len(rows),
             "failures": sum(r["error"] is not None for r in rows),
+            "fills_scene": sum(r["shape"] == "fills-scene" for r in rows),
+            "restarted": sum(bool(r.get("restarted")) for r in rows),
             "n": len(rows),
             "seeds": args.seeds,
             "median_minutes": round(statistics.median(timed) / 60.0, 2) if timed else None,
@@ -207,7 +219,8 @@ def main() -> int:
         }
         a = results["assets"]
         print(f"text to 3D, {a['n']} runs ({len(chosen)} prompts x seeds {' '.join(map(str, args.seeds))}): shape "
-              f"{a['shape_accuracy']:.1%}, colour {a['color_accuracy']:.1%}, {a['failures']} failed; minutes per "
+              f"{a['shape_accuracy']:.1%}, colour {a['color_accuracy']:.1%}, {a['failures']} failed, "
+              f"{a['fills_scene']} filling the scene, {a['restarted']} started over; minutes per "
               f"asset: median {a['median_minutes']}, p90 {a['p90_minutes']}")
         sheet = contact_sheet(np.stack([tile(r, 160) for r in rows]), columns=6)
         write_image(args.out / "contact_sheet.png", sheet)

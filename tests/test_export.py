@@ -18,9 +18,11 @@ import trimesh
 
 from text3d.errors import TrainingError
 from text3d.export import uv as uv_module
+from text3d.export.assets import asset_summary
 from text3d.export.bake import bake_texture, dilate
 from text3d.export.compress import compress_glb
-from text3d.export.mesh_files import TextureExportConfig, bake_and_export, export_textured_mesh
+from text3d.export.mesh_files import TexturedMesh, TextureExportConfig, bake_and_export, export_textured_mesh
+from text3d.export.placement import place
 from text3d.export.uv import unwrap
 from text3d.export.video import contact_sheet, write_contact_sheet, write_turntable
 
@@ -483,3 +485,20 @@ def test_contact_sheet_tiles_row_by_row(tmp_path):
     assert sheet[0, 3, 0] == 1 and sheet[2, 0, 0] == 3 and sheet[3, 8, 0] == 255
     path = write_contact_sheet(images, tmp_path / "sheet.png", columns=3)
     np.testing.assert_array_equal(np.asarray(PIL.Image.open(path)), sheet)
+
+
+@pytest.mark.parametrize(
+    "half_sizes, fills",
+    [((0.3, 0.3, 0.2), False), ((0.99, 0.99, 0.3), True), ((0.99, 0.3, 0.3), False), ((0.3, 0.99, 0.995), True)],
+)
+def test_the_summary_says_when_the_mesh_spans_the_scene_cube(half_sizes, fills, caplog):
+    box = trimesh.creation.box(extents=2 * np.asarray(half_sizes))
+    vertices = np.asarray(box.vertices, dtype=np.float32)
+    asset = TexturedMesh(vertices, np.asarray(box.faces), np.zeros((len(vertices), 2), np.float32),
+                         np.zeros((4, 4, 3), np.uint8), {}, place(vertices, 1.0, "bottom"))
+    summary = asset_summary(asset, radius=1.0)
+    assert summary["scene_span"] == pytest.approx(list(half_sizes), abs=1e-4)  # the box spans 2 h of a cube of side 2
+    assert summary["fills_scene"] is fills
+    assert summary["size_m"][1] == pytest.approx(1.0, abs=1e-4)  # the files' +Y is the world's z, scaled to 1 m
+    assert ("spans the scene cube" in caplog.text) is fills
+    assert asset_summary(asset, radius=2.0)["scene_span"] == pytest.approx([h / 2 for h in half_sizes], abs=1e-4)

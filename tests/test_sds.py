@@ -1,3 +1,4 @@
+import json
 import threading
 import time
 
@@ -191,6 +192,32 @@ def test_a_stage_can_have_its_own_guidance_scale_and_chroma_settings(tiny_pixel_
     generate(load_config("tiny-test", overrides), tmp_path / "run")
     # the guide's settings where a stage has none of its own
     assert made == [(7.0, 0.0, 3, 6), (7.0, 0.0, 5, 2), (2.5, 1.0, 5, 3)]
+
+
+def test_a_coarse_field_filling_the_scene_starts_over_with_the_retry_guide_settings(tiny_pixel_path, tmp_path,
+                                                                                      monkeypatch):
+    from text3d.app import jobs
+
+    made = []
+    real = jobs.make_sds_guide
+
+    def spy(config, model, prompts, max_steps, seed):
+        made.append((config.guidance_scale, config.chroma_gradient, max_steps))
+        return real(config, model, prompts, max_steps, seed)
+
+    monkeypatch.setattr(jobs, "make_sds_guide", spy)
+    overrides = [f"guide.sds.model.model={tiny_pixel_path}", "guide.sds.kind=pixel", "prompt.text=a blue ball"]
+    overrides += ["guide.sds.guidance_scale=7", "coarse.fill_guard.check_step=2", "coarse.fill_guard.retry.chroma_gradient=0"]
+    overrides += ["coarse.fill_guard.retry.guidance_scale=3"]
+    plain = generate(load_config("tiny-test", overrides), tmp_path / "plain")  # the guard is off (edge_opacity 0)
+    assert "restarted" not in plain.metrics["coarse"] and len(made) == 3
+    made.clear()
+    result = generate(load_config("tiny-test", [*overrides, "coarse.fill_guard.edge_opacity=1e-6"]), tmp_path / "run")
+    # coarse, its second start (the retry's settings over the stage's), geometry, texture
+    assert made == [(7.0, 1.0, 6), (3.0, 0.0, 6), (7.0, 1.0, 3), (7.0, 1.0, 3)]
+    assert result.metrics["coarse"]["restarted"].startswith("the field filled the scene by step 2")
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["coarse"]["restarted"]
+    assert "starting the stage over" in (tmp_path / "run" / "log.txt").read_text()
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -9,16 +10,17 @@ from text3d.data.nerf_synthetic import load_views
 from text3d.errors import TrainingError, WriteFailed
 from text3d.guide.reconstruction import DatasetViewSampler, ReconstructionGuide
 from text3d.io import remove_temp_files
-from text3d.stage.coarse import CoarseStage
+from text3d.stage.coarse import CoarseStage, edge_opacity
 from text3d.stage.trainer import Callback, CheckpointStore, Trainer, make_accelerator
 
 
-def make_trainer(config, run_dir: Path, guide=None, callbacks=None, stop_event=None) -> Trainer:
+def make_trainer(config, run_dir: Path, guide=None, callbacks=None, stop_event=None, retry_guide=None) -> Trainer:
     train = load_views(config.data.path, "train")
     guide = guide or ReconstructionGuide(config.guide.reconstruction, train, torch.ones(3))
     sampler = DatasetViewSampler(train.cameras, config.data.views_per_step, config.data.rays_per_view)
     accelerator = make_accelerator(config.trainer)
-    stage = CoarseStage(config.coarse, guide, sampler, train.cameras[:2], accelerator.device, config.seed)
+    stage = CoarseStage(config.coarse, guide, sampler, train.cameras[:2], accelerator.device, config.seed,
+                        retry_guide)
     return Trainer(stage, config.trainer, accelerator, run_dir, callbacks, stop_event)
 
 
@@ -140,3 +142,64 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config, t
     assert [s for s, _ in store.list("coarse")] == [3]
     state, _ = store.load_latest("coarse")
     assert all(torch.isfinite(v).all() for v in state["modules"]["field"].values())
+
+
+def test_edge_opacity_is_the_mean_over_the_outer_tenth_of_each_side():
+    opacity = torch.zeros(2, 20, 30, 1)
+    opacity[:, 2:18, 3:27] = 1.0  # an object leaving a margin of exactly a tenth
+    assert edge_opacity(opacity) == 0.0
+    opacity[1, :, 0] = 1.0  # one column of the edge band of one view
+    band = 20 * 30 - 16 * 24
+    assert edge_opacity(opacity) == pytest.approx(20 / (2 * band))
+    assert edge_opacity(torch.ones(1, 4, 4, 1)) == 1.0  # small views: a band of one pixel
+
+
+class Retries:
+    """A fresh guide per call (a second start must not inherit the first's random state), counted."""
+
+    def __init__(self, config):
+        self.config, self.calls = config, 0
+
+    def __call__(self):
+        self.calls += 1
+        train = load_views(self.config.data.path, "train")
+        return ReconstructionGuide(self.config.guide.reconstruction, train, torch.ones(3))
+
+
+def test_a_field_filling_the_views_edges_starts_the_stage_over_as_from_step_0(tiny_config, tmp_path):
+    reference = make_trainer(tiny_config, tmp_path / "plain")
+    reference.fit()
+    guarded = replace(tiny_config, coarse=replace(
+        tiny_config.coarse, fill_guard=replace(tiny_config.coarse.fill_guard, edge_opacity=1e-6, check_step=2)))
+    rec, retries = Recorder(), Retries(tiny_config)
+    trainer = make_trainer(guarded, tmp_path / "guarded", callbacks=[rec], retry_guide=retries)
+    result = trainer.fit()
+    stage = trainer.stage
+    assert result.step == 6 and retries.calls == 1
+    assert stage.restarted.startswith("the field filled the scene by step 2 (opacity ")
+    assert rec.steps == [1, 1, 2, 3, 4, 5, 6]  # step 2 of the first start is where it was checked and dropped
+    # Modules, generator and optimizer all started over: the same weights as a run that never had a first start.
+    for name, value in params(trainer).items():
+        torch.testing.assert_close(value, params(reference)[name], rtol=0, atol=0, msg=name)
+    assert result.seconds > 0
+
+    # Once only: a stage that started over is not checked again, and a resumed one keeps its second guide.
+    state, _ = CheckpointStore(tmp_path / "guarded" / "checkpoints", keep=2).load_latest("coarse")
+    assert state["extra"]["restarted"] == stage.restarted
+    event = threading.Event()
+    split = make_trainer(guarded, tmp_path / "split", callbacks=[StopAt(3, event)], stop_event=event,
+                         retry_guide=Retries(tiny_config))
+    assert split.fit().stopped
+    again = Retries(tiny_config)
+    resumed = make_trainer(guarded, tmp_path / "split", retry_guide=again)
+    assert resumed.fit(resume=True).step == 6 and again.calls == 1 and resumed.stage.restarted == stage.restarted
+    for name, value in params(resumed).items():
+        torch.testing.assert_close(value, params(trainer)[name], rtol=0, atol=1e-6, msg=name)
+
+
+def test_the_fill_guard_leaves_a_field_within_its_threshold_alone(tiny_config, tmp_path):
+    guarded = replace(tiny_config, coarse=replace(
+        tiny_config.coarse, fill_guard=replace(tiny_config.coarse.fill_guard, edge_opacity=1.0, check_step=2)))
+    retries = Retries(tiny_config)
+    trainer = make_trainer(guarded, tmp_path, retry_guide=retries)
+    assert trainer.fit().step == 6 and trainer.stage.restarted is None and retries.calls == 0

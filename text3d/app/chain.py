@@ -13,7 +13,7 @@ import copy
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -98,8 +98,9 @@ class StageLink:
 def _build_coarse(ctx: JobContext, _: Handover) -> CoarseStage:
     c = ctx.config
     views = ctx.sample_views(c.coarse.camera, False)
+    retry = replace(c.coarse, **c.coarse.fill_guard.retry.own_guide_settings())
     return CoarseStage(c.coarse, ctx.make_guide(c.coarse), views, ctx.eval_cameras(c.coarse.camera), ctx.device,
-                       c.seed)
+                       c.seed, lambda: ctx.make_guide(retry))
 
 
 def _hand_on_coarse(stage: CoarseStage, h: Handover, ctx: JobContext, run_dir: Path) -> None:
@@ -207,6 +208,8 @@ def run_stages(
         if metrics is not None:
             # Seconds the stage trained, across resumes.
             metrics[link.name] = {"steps": stage.max_steps, "train_seconds": round(seconds, 2)}
+            if stage.restarted is not None:
+                metrics[link.name]["restarted"] = stage.restarted
             if train and section.enabled:
                 metrics[link.name]["cpu_threads"] = torch.get_num_threads()
             if ctx.test_views is not None:

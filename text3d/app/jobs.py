@@ -163,7 +163,7 @@ def _export(ctx: JobContext, handover: Handover, run_dir: Path) -> dict:
     start = time.perf_counter()
     cfg = ctx.config
     asset = export_assets(handover.mesh, handover.albedo, cfg, run_dir, ctx.renderer, ctx.eval_cameras(cfg.coarse.camera))
-    export = {**asset_summary(asset), "seconds": round(time.perf_counter() - start, 2)}
+    export = {**asset_summary(asset, cfg.coarse.field.radius), "seconds": round(time.perf_counter() - start, 2)}
     if ctx.test_views is None:
         return export
     export.update(ctx.score(render_asset(asset, ctx.renderer, ctx.test_views.cameras), "exported mesh"))

@@ -52,15 +52,29 @@ def export_assets(mesh: Mesh, albedo_field: nn.Module, config, out_dir: Path, re
     return asset
 
 
-def asset_summary(asset: TexturedMesh) -> dict:
-    """metrics.json's account of the export: counts, the size in the files (metres, x y z with +Y up), the files
-    and the GLBs' sizes in bytes."""
+FILLS_SCENE = 0.98
+"""A mesh spanning at least this share of the scene cube along two or more axes fills the scene (see
+:func:`asset_summary`)."""
+
+
+def asset_summary(asset: TexturedMesh, radius: float) -> dict:
+    """metrics.json's account of the export: counts, the size in the files (metres, x y z with +Y up), the mesh's
+    span of the scene cube [-radius, radius]^3 per world axis (x y z, z up), whether that span says it fills the
+    scene (a field grown out to the bounds, or an object cut off by them: logged as a warning), the files and the
+    GLBs' sizes in bytes."""
     placed = asset.placement.points(asset.vertices)
+    span = (asset.vertices.max(0) - asset.vertices.min(0)) / (2.0 * radius)
+    fills = [axis for axis, share in zip("xyz", span) if share >= FILLS_SCENE]
+    if len(fills) >= 2:
+        log.warning("export: the mesh spans the scene cube along %s (radius %g): the field filled the scene, or the "
+                    "object is cut off by its bounds", " and ".join(fills), radius)
     return {
         "faces": len(asset.faces),
         "vertices": len(asset.vertices),
         "texture_size": int(asset.texture.shape[0]),
         "size_m": [round(float(s), 4) for s in placed.max(0) - placed.min(0)],
+        "scene_span": [round(float(s), 4) for s in span],
+        "fills_scene": len(fills) >= 2,
         "files": sorted(p.name for p in asset.files.values()),
         "bytes": {p.name: p.stat().st_size for kind, p in asset.files.items() if kind in ("glb", "compressed")},
     }

@@ -24,7 +24,14 @@ class GuidedStage:
         self.sample_views = sample_views
         self.eval_cameras = eval_cameras
         self.device = device
+        self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
+        self.restarted: str | None = None
+        """Why the stage started over, once it has (see :meth:`restart`)."""
+
+    def restart(self, step: int) -> str | None:
+        """The trainer's hook after each step: these stages go on (the coarse stage may start over)."""
+        return None
 
     def extra_state(self) -> dict:
         state = {"generator": self.generator.get_state()}

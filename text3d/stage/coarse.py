@@ -17,6 +17,15 @@ from text3d.stage.base import GuidedStage
 from text3d.stage.config import CoarseConfig
 
 
+def edge_opacity(opacity: Tensor) -> float:
+    """The mean of ``opacity: [N, H, W, 1]`` over the outer tenth of each side of the views (at least a pixel)."""
+    h, w = opacity.shape[1:3]
+    bh, bw = max(1, round(h / 10)), max(1, round(w / 10))
+    inner = torch.zeros(h, w, dtype=torch.bool, device=opacity.device)
+    inner[bh:h - bh, bw:w - bw] = True
+    return opacity[:, ~inner].mean().item()
+
+
 class CoarseStage(GuidedStage):
     """Implements the trainer's ``Stage`` protocol for the coarse NeRF."""
 
@@ -30,17 +39,28 @@ class CoarseStage(GuidedStage):
         eval_cameras: Cameras,
         device: torch.device,
         seed: int,
+        retry_guide: Callable[[], Guide] | None = None,
     ) -> None:
+        """``retry_guide`` makes the guide of a second start (``config.fill_guard``; None: the same guide)."""
         super().__init__(config, guide, sample_views, eval_cameras, device, seed)
-        torch.manual_seed(seed)  # the field's initial weights
-        self.field = HashGridField(config.field, device=device)
-        self.renderer = VolumeRenderer(config.renderer, config.field.radius, device=device)
+        self.retry_guide = retry_guide
+        self._set_guide(guide)
+        self._build_modules()
+
+    def _set_guide(self, guide: Guide) -> None:
+        c = self.config
+        self.guide = guide
         self.loss_weights = {
             **guide.loss_weights,
-            "loss_orientation": config.lambda_orientation,
-            "loss_opacity": config.lambda_opacity,
-            "loss_opacity_entropy": config.lambda_opacity_entropy,
+            "loss_orientation": c.lambda_orientation,
+            "loss_opacity": c.lambda_opacity,
+            "loss_opacity_entropy": c.lambda_opacity_entropy,
         }
+
+    def _build_modules(self) -> None:
+        torch.manual_seed(self.seed)  # the field's initial weights
+        self.field = HashGridField(self.config.field, device=self.device)
+        self.renderer = VolumeRenderer(self.config.renderer, self.config.field.radius, device=self.device)
 
     def modules(self) -> dict[str, nn.Module]:
         return {"field": self.field, "renderer": self.renderer}
@@ -78,6 +98,35 @@ class CoarseStage(GuidedStage):
             o = renders["opacity"].clamp(1e-5, 1.0 - 1e-5)
             losses["loss_opacity_entropy"] = -(o * o.log() + (1.0 - o) * (1.0 - o).log()).mean()
         return losses
+
+    def restart(self, step: int) -> str | None:
+        """Start over, as at step 0 but with ``fill_guard.retry``'s guide settings, when the field has grown out to
+        the evaluation views' edges by ``fill_guard.check_step``; once at most."""
+        guard = self.config.fill_guard
+        if guard.edge_opacity == 0 or step != guard.check_step or self.restarted is not None:
+            return None
+        edge = edge_opacity(self.render_views(self.eval_cameras)["opacity"])
+        if edge <= guard.edge_opacity:
+            return None
+        self.restarted = (f"the field filled the scene by step {step} (opacity {edge:.2f} along the views' edges, "
+                          f"above fill_guard.edge_opacity {guard.edge_opacity:g})")
+        self._retry()
+        self._build_modules()
+        self.generator.manual_seed(self.seed)
+        return self.restarted
+
+    def _retry(self) -> None:
+        if self.retry_guide is not None:
+            self._set_guide(self.retry_guide())
+
+    def extra_state(self) -> dict:
+        return {**super().extra_state(), "restarted": self.restarted}
+
+    def load_extra_state(self, state: dict) -> None:
+        if state.get("restarted") and self.restarted is None:
+            self.restarted = state["restarted"]
+            self._retry()  # before the guide's own state (its generator) is loaded into it
+        super().load_extra_state(state)
 
     def view_renderer(self) -> Callable[[Cameras], dict[str, Tensor]]:
         """Evaluation renders: strata midpoints, albedo shading."""

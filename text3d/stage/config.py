@@ -62,6 +62,19 @@ class StageGuideSettings:
 
 
 @dataclass
+class FillGuardConfig:
+    """Start the coarse stage over, with other guide settings, when its field has grown out to the views' edges."""
+
+    edge_opacity: Annotated[float, Range(0.0, 1.0)] = 0.0
+    """Start over when the evaluation views' mean opacity along their edges (the outer tenth of each side) is above
+    this at check_step (0 never checks): an object leaves a margin, a field filling the scene does not."""
+    check_step: Annotated[int, Range(1, 1_000_000)] = 100
+    """The step after which the field is checked (once; a stage that started over is not checked again)."""
+    retry: StageGuideSettings = dataclasses.field(default_factory=StageGuideSettings)
+    """The guide settings of the second start, over the stage's own (None keeps the stage's value)."""
+
+
+@dataclass
 class CoarseConfig(StageGuideSettings):
     """The coarse NeRF stage."""
 
@@ -80,6 +93,8 @@ class CoarseConfig(StageGuideSettings):
     """Weight of the opacity sparsity loss (mean rendered opacity)."""
     lambda_opacity_entropy: Annotated[float, Range(0.0)] = 0.0
     """Weight of the opacity entropy loss (pushes each pixel's opacity towards 0 or 1)."""
+    fill_guard: FillGuardConfig = dataclasses.field(default_factory=FillGuardConfig)
+    """The guard against a field that fills the scene (off by default)."""
     # `field` is also the key's name, hence dataclasses.field below.
     field: FieldConfig = dataclasses.field(default_factory=FieldConfig)
     """The radiance field."""

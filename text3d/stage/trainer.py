@@ -74,6 +74,8 @@ class Stage(Protocol):
     name: str
     max_steps: int
     loss_weights: dict[str, float]
+    restarted: str | None
+    """Why the stage started over (see :meth:`restart`), or None."""
 
     def modules(self) -> dict[str, nn.Module]:
         """Everything whose state goes into a checkpoint."""
@@ -83,6 +85,10 @@ class Stage(Protocol):
 
     def training_step(self, step: int) -> dict[str, Tensor]:
         """Named scalar losses for one step (unweighted)."""
+
+    def restart(self, step: int) -> str | None:
+        """After ``step`` completed steps: None to go on, or why the stage has just reset itself to start over
+        (modules, generators and guide as at step 0; the trainer then resets the optimizer and the step count)."""
 
     def preview(self) -> np.ndarray:
         """A preview image ``[H, W, 3]`` in [0, 1]."""
@@ -141,10 +147,13 @@ class Trainer:
         self.callbacks = callbacks or []
         self.stop_event = stop_event or threading.Event()
         self.store = CheckpointStore(run_dir / "checkpoints", config.keep_checkpoints)
-        groups = stage.param_groups()
+        self._make_optimizer()
+
+    def _make_optimizer(self) -> None:
+        groups = self.stage.param_groups()
         self.params = [p for g in groups for p in g["params"]]
         # eps=1e-15: hash-grid entries see rare, tiny gradients that a larger eps would wipe out.
-        self.optimizer = accelerator.prepare_optimizer(torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15))
+        self.optimizer = self.accelerator.prepare_optimizer(torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15))
 
     def fit(self, resume: bool = False) -> FitResult:
         stage, cfg = self.stage, self.config
@@ -159,14 +168,25 @@ class Trainer:
             cb.on_start(progress)
         t0 = time.perf_counter()
         done, ckpt_step, stopped = start, start, False
-        for step in range(start, stage.max_steps):
+        while done < stage.max_steps:
             if self.stop_event.is_set():
                 stopped = True
                 break
-            losses = self._step(step, last_ckpt)
-            done = step + 1
+            losses = self._step(done, last_ckpt)
+            done += 1
             progress = Progress(stage.name, done, stage.max_steps, progress.losses, time.perf_counter() - t0, start,
                                 earlier)
+            if (why := stage.restart(done)) is not None:
+                log.warning("%s: %s; starting the stage over", stage.name, why)
+                self._make_optimizer()
+                for cb in self.callbacks:
+                    cb.on_end(progress)
+                # The seconds so far count as an earlier invocation's: the pace (and ETA) is that of the new start.
+                start, done, earlier, last_ckpt, t0 = 0, 0, progress.seconds, None, time.perf_counter()
+                progress = Progress(stage.name, 0, stage.max_steps, start_step=0, earlier=earlier)
+                for cb in self.callbacks:
+                    cb.on_start(progress)
+                continue
             if done % cfg.log_every == 0 or done == stage.max_steps:
                 progress.losses = {k: v.item() for k, v in losses.items()}
                 for cb in self.callbacks:
