@@ -11,8 +11,8 @@
    (ordered so that any N >= 6 covers every shape and every colour; --shapes and --colors keep some) and each
    seed, each exported model.glb judged by `judge_glb` (Chamfer distance to each canonical primitive after
    centring and scaling, best over rotations about z; mean baked albedo); a mesh that the run's metrics.json says
-   fills the scene counts as a wrong shape ("fills-scene") whatever the judge says. A run that fails counts as a failure
-   (its error is recorded) and the benchmark goes on.
+   fills the scene counts as a wrong shape ("fills-scene") whatever the judge says. A run that fails counts as a
+   failure (its error is recorded) and the benchmark goes on.
 
 Runs already finished under --out are judged again, not re-run, so an interrupted benchmark continues where it
 stopped. Writes results.json, samples.png (a row of samples per prompt) and contact_sheet.png (one tile per asset,

@@ -64,17 +64,18 @@ def asset_summary(asset: TexturedMesh, radius: float) -> dict:
     GLBs' sizes in bytes."""
     placed = asset.placement.points(asset.vertices)
     span = (asset.vertices.max(0) - asset.vertices.min(0)) / (2.0 * radius)
-    fills = [axis for axis, share in zip("xyz", span) if share >= FILLS_SCENE]
-    if len(fills) >= 2:
+    spanned = [axis for axis, share in zip("xyz", span) if share >= FILLS_SCENE]
+    fills_scene = len(spanned) >= 2
+    if fills_scene:
         log.warning("export: the mesh spans the scene cube along %s (radius %g): the field filled the scene, or the "
-                    "object is cut off by its bounds", " and ".join(fills), radius)
+                    "object is cut off by its bounds", " and ".join(spanned), radius)
     return {
         "faces": len(asset.faces),
         "vertices": len(asset.vertices),
         "texture_size": int(asset.texture.shape[0]),
         "size_m": [round(float(s), 4) for s in placed.max(0) - placed.min(0)],
         "scene_span": [round(float(s), 4) for s in span],
-        "fills_scene": len(fills) >= 2,
+        "fills_scene": fills_scene,
         "files": sorted(p.name for p in asset.files.values()),
         "bytes": {p.name: p.stat().st_size for kind, p in asset.files.items() if kind in ("glb", "compressed")},
     }
